@@ -1,0 +1,6 @@
+"""Shared pytest setup: never wait on the Hugging Face hub (a failed lookup hangs ~25 s)."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

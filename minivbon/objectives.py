@@ -1,0 +1,157 @@
+"""The vBoN objective for sequences, where pi_bon can only be reached through samples.
+
+For a prompt x and an output y with reward r(y), the reference CDF
+F(y) = P_{y'~pi}[r(y') < r(y)] is estimated from M reference samples, and
+
+    KL(q || pi_bon) = KL(q || pi) - E_q[log pi_bon(y)/pi(y)].
+
+Dividing by n-1 turns minimising it into KL-regularised RL with beta = 1/(n-1)
+and a per-sample reward from :func:`vbon_reward` (DESIGN.md §2).
+"""
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from .checks import as_float, broadcast_to, check_int, check_not_nan
+
+
+class EmpiricalCDF:
+    """Per-prompt reward CDF estimated from M reference samples per prompt.
+
+    ``references`` is a mapping ``{prompt_id: rewards}`` (M may differ between
+    prompts) or a (P, M) tensor whose rows are prompts 0..P-1. Stored as one
+    (P, M_max) sorted tensor padded with +inf, so lookups are one searchsorted.
+    """
+
+    def __init__(self, references: Mapping[Hashable, Sequence[float] | Tensor] | Tensor):
+        if isinstance(references, Mapping):
+            ids = list(references)
+            rows = [torch.as_tensor(references[i], dtype=torch.float64).flatten() for i in ids]
+        else:
+            t = as_float(references, "references").to(torch.float64)
+            if t.dim() != 2:
+                raise ValueError(f"references must be a (P, M) tensor, got shape {tuple(t.shape)}")
+            ids, rows = list(range(t.shape[0])), list(t)
+        if not ids:
+            raise ValueError("references holds no prompts")
+        for i, row in zip(ids, rows):
+            if row.numel() == 0:
+                raise ValueError(f"references for prompt {i!r} are empty")
+            if torch.isnan(row).any():
+                raise ValueError(f"references for prompt {i!r} contain NaN")
+        self.index = {i: k for k, i in enumerate(ids)}  # prompt id -> row
+        self.counts = torch.tensor([row.numel() for row in rows])  # (P,) M per prompt
+        table = torch.full((len(rows), int(self.counts.max())), torch.inf, dtype=torch.float64)
+        for k, row in enumerate(rows):
+            table[k, : row.numel()] = row.sort().values
+        self.sorted = table  # (P, M_max)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _rows(self, prompt_ids) -> Tensor:
+        ids = prompt_ids.tolist() if isinstance(prompt_ids, Tensor) else list(prompt_ids)
+        missing = [i for i in ids if i not in self.index]
+        if missing:
+            raise ValueError(f"prompt id {missing[0]!r} has no reference rewards ({len(missing)} unknown ids)")
+        return torch.tensor([self.index[i] for i in ids], dtype=torch.long)
+
+    def _ranks(self, prompt_ids, rewards) -> tuple[Tensor, Tensor, Tensor]:
+        """#{refs < r}, #{refs <= r} and M, each shaped like rewards (B, ...)."""
+        rows = self._rows(prompt_ids)
+        r = check_not_nan(as_float(rewards, "rewards").to(torch.float64), "rewards")
+        if r.shape[0] != rows.numel():
+            raise ValueError(f"rewards has {r.shape[0]} rows but there are {rows.numel()} prompt ids")
+        flat = r.reshape(r.shape[0], -1).contiguous()  # (B, k)
+        table = self.sorted[rows]  # (B, M_max)
+        below = torch.searchsorted(table, flat, right=False).view(r.shape)
+        at_most = torch.searchsorted(table, flat, right=True).view(r.shape)
+        m = self.counts[rows].view(-1, *[1] * (r.dim() - 1)).expand(r.shape)
+        return below, at_most.minimum(m), m  # +inf padding never counts as a reference
+
+    def log_cdf(self, prompt_ids, rewards) -> Tensor:
+        """log F_hat(r) = log((#{j: r_j < r} + 1) / (M + 1)), shaped like rewards (B, ...).
+
+        ``prompt_ids`` has one id per row of ``rewards``. The +1 keeps the
+        log finite: it never goes below -log(M + 1).
+        """
+        below, _, m = self._ranks(prompt_ids, rewards)
+        return torch.log((below + 1).double() / (m + 1))
+
+    def win_rate(self, prompt_ids, rewards) -> Tensor:
+        """Per sample, the fraction of references it beats, ties counted half: (#< + #=/2) / M."""
+        below, at_most, m = self._ranks(prompt_ids, rewards)
+        return (below + at_most).double() / (2 * m)
+
+
+def _times(a: Tensor, b: Tensor) -> Tensor:
+    """a * b with 0 * (-inf) = 0 (a term with a zero exponent is 1 whatever the base)."""
+    return torch.where(a == 0, torch.zeros_like(b), a * b)
+
+
+def log_bon_ratio(log_cdf, log_ref, n: int) -> Tensor:
+    """Exact log(pi_bon(y) / pi(y)) for an outcome without ties, shaped like the inputs.
+
+        log sum_{i=1..n} C(n,i) F^(n-i) pi(y)^(i-1),   F = F_lt(y), pi(y) = exp(log_ref),
+
+    as a logsumexp over i, so it is stable for n up to 10^4 and log_ref
+    down to -1e4. Always >= log n + (n-1) log F, the i = 1 term.
+    """
+    n = check_int(n, "n")
+    lf = check_not_nan(as_float(log_cdf, "log_cdf"), "log_cdf")
+    lp = check_not_nan(as_float(log_ref, "log_ref"), "log_ref").to(lf.dtype)
+    if (lf > 0).any():
+        raise ValueError("log_cdf must be <= 0 (it is the log of a probability)")
+    if (lp > 0).any():
+        raise ValueError("log_ref must be <= 0 (it is the log of a probability)")
+    lp = broadcast_to(lp, lf.shape, "log_ref")
+    i = torch.arange(1, n + 1, dtype=lf.dtype)  # (n,)
+    log_binom = torch.lgamma(torch.tensor(n + 1.0, dtype=lf.dtype)) - torch.lgamma(i + 1) - torch.lgamma(n - i + 1)
+    terms = log_binom + _times(n - i, lf[..., None]) + _times(i - 1, lp[..., None])  # (..., n)
+    return terms.logsumexp(-1)
+
+
+def vbon_reward(log_cdf, n: int, log_ref=None) -> Tensor:
+    """Per-sample reward for vBoN as KL-regularised RL with beta = 1/(n-1).
+
+    vBoN (exact, needs ``log_ref`` = log pi(y)): minimising KL(q || pi_bon) is
+    maximising E_q[log(pi_bon/pi)/(n-1)] - 1/(n-1) KL(q || pi); reward
+    ``log_bon_ratio(log_cdf, log_ref, n) / (n-1)``.
+
+    vBoN-L (lower bound, ``log_ref=None``): keep only the i = 1 term,
+    log n + (n-1) log F; divided by n-1 and without the constant, reward
+    ``log F``: maximise E_q[log F] - 1/(n-1) KL(q || pi). Needs n >= 2.
+    """
+    n = check_int(n, "n", minimum=2)
+    if log_ref is None:
+        lf = check_not_nan(as_float(log_cdf, "log_cdf"), "log_cdf")
+        if (lf > 0).any():
+            raise ValueError("log_cdf must be <= 0 (it is the log of a probability)")
+        return lf
+    return log_bon_ratio(log_cdf, log_ref, n) / (n - 1)
+
+
+def _log_ratio(logp, logp_ref) -> Tensor:
+    lp = check_not_nan(as_float(logp, "logp"), "logp")
+    lr = check_not_nan(as_float(logp_ref, "logp_ref"), "logp_ref").to(lp.dtype)
+    if lp.shape != lr.shape:
+        raise ValueError(f"logp has shape {tuple(lp.shape)} but logp_ref has shape {tuple(lr.shape)}")
+    return lp - lr
+
+
+def kl_k1(logp, logp_ref) -> Tensor:
+    """Per-token k1 = log q - log pi: unbiased for KL(q || pi) under q, may be negative."""
+    return _log_ratio(logp, logp_ref)
+
+
+def kl_k3(logp, logp_ref) -> Tensor:
+    """Per-token k3 = (pi/q - 1) - log(pi/q) = expm1(-l) + l, l = log q - log pi.
+
+    Unbiased for KL(q || pi) under q and never negative (expm1 avoids the
+    cancellation that makes the naive form dip below zero near l = 0).
+    """
+    l = _log_ratio(logp, logp_ref)
+    return (torch.expm1(-l) + l).clamp_min(0.0)

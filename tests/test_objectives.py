@@ -1,0 +1,163 @@
+"""minivbon.objectives: the empirical CDF, the exact and lower-bound vBoN rewards, KL estimators."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minivbon import EmpiricalCDF, bon_probs, kl_divergence, kl_k1, kl_k3, log_bon_ratio, reward_cdf, vbon_reward
+
+
+# ---------------------------------------------------------------- EmpiricalCDF
+def test_log_cdf_matches_hand_computed_ranks():
+    cdf = EmpiricalCDF({"a": [3.0, 1.0, 2.0, 2.0], "b": [10.0, 0.0]})
+    # prompt a, M = 4: below 0.5 -> 0, below 2 -> 1 (ties not counted), below 2.5 -> 3, above all -> 4
+    got = cdf.log_cdf(["a", "a", "a", "a", "b", "b"], torch.tensor([0.5, 2.0, 2.5, 9.0, 5.0, 11.0]))
+    want = torch.log(torch.tensor([1 / 5, 2 / 5, 4 / 5, 5 / 5, 2 / 3, 3 / 3], dtype=torch.float64))
+    assert torch.allclose(got, want, atol=1e-15)
+    assert len(cdf) == 2
+
+
+def test_log_cdf_is_floored_at_minus_log_m_plus_one():
+    refs = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    cdf = EmpiricalCDF(refs)
+    low = cdf.log_cdf([0, 1, 2], torch.full((3,), -1e9))
+    assert torch.allclose(low, torch.full((3,), -math.log(51), dtype=torch.float64))
+
+
+def test_log_cdf_takes_a_block_of_samples_per_prompt():
+    cdf = EmpiricalCDF(torch.tensor([[0.0, 1.0, 2.0], [5.0, 6.0, 7.0]]))
+    r = torch.tensor([[0.5, 1.5, 9.0], [0.5, 6.5, 5.5]])  # (B=2, k=3)
+    want = torch.log(torch.tensor([[2, 3, 4], [1, 3, 2]], dtype=torch.float64) / 4)
+    assert torch.allclose(cdf.log_cdf(torch.tensor([0, 1]), r), want)
+
+
+def test_log_cdf_converges_to_the_true_cdf():
+    g = torch.Generator().manual_seed(0)
+    p = torch.softmax(torch.randn(20, generator=g, dtype=torch.float64), -1)
+    r = torch.randn(20, generator=g, dtype=torch.float64)
+    refs = r[torch.multinomial(p, 20_000, replacement=True, generator=g)]
+    cdf = EmpiricalCDF({"x": refs})
+    f_lt, _ = reward_cdf(p, r)
+    est = cdf.log_cdf(["x"], r[None]).exp()[0]
+    assert torch.allclose(est, f_lt, atol=0.015)
+
+
+def test_win_rate_against_references_counts_ties_half():
+    cdf = EmpiricalCDF({7: [1.0, 2.0, 2.0, 3.0]})
+    got = cdf.win_rate([7, 7, 7], torch.tensor([2.0, 0.0, 4.0]))
+    assert torch.allclose(got, torch.tensor([(1 + 1) / 4, 0.0, 1.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("refs,match", [
+    ({"a": [1.0], "b": []}, "prompt 'b' are empty"),
+    ({"a": [1.0, float("nan")]}, "prompt 'a' contain NaN"),
+    ({}, "holds no prompts"),
+    (torch.zeros(3), r"\(P, M\) tensor"),
+])
+def test_bad_references(refs, match):
+    with pytest.raises(ValueError, match=match):
+        EmpiricalCDF(refs)
+
+
+def test_bad_lookups():
+    cdf = EmpiricalCDF({"a": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="prompt id 'zzz' has no reference rewards"):
+        cdf.log_cdf(["a", "zzz"], torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="rewards contains NaN"):
+        cdf.log_cdf(["a"], torch.tensor([float("nan")]))
+    with pytest.raises(ValueError, match="rewards has 2 rows but there are 1 prompt ids"):
+        cdf.log_cdf(["a"], torch.tensor([1.0, 2.0]))
+
+
+# ---------------------------------------------------------------- log_bon_ratio
+def test_log_bon_ratio_equals_categorical_ratio():
+    g = torch.Generator().manual_seed(0)
+    p = torch.softmax(torch.randn(12, generator=g, dtype=torch.float64), -1)
+    r = torch.randn(12, generator=g, dtype=torch.float64)  # distinct rewards
+    f_lt, _ = reward_cdf(p, r)
+    for n in [1, 2, 3, 8, 40]:
+        want = (bon_probs(p, r, n) / p).log()
+        assert torch.allclose(log_bon_ratio(f_lt.log(), p.log(), n), want, atol=1e-12)
+
+
+log_probs = st.floats(-50, 0, allow_nan=False)
+
+
+@given(st.lists(st.tuples(log_probs, log_probs), min_size=1, max_size=20), st.integers(1, 200))
+@settings(max_examples=200, deadline=None)
+def test_log_bon_ratio_is_above_its_first_term(pairs, n):
+    lf = torch.tensor([a for a, _ in pairs], dtype=torch.float64)
+    lp = torch.tensor([b for _, b in pairs], dtype=torch.float64)
+    exact = log_bon_ratio(lf, lp, n)
+    assert (exact >= math.log(n) + (n - 1) * lf - 1e-9).all()
+    # and below log of the full binomial sum at pi^(i-1) <= 1: log (F + 1)^n - log F ... kept simple:
+    # every term is at most C(n,i) F^(n-i), so the sum is at most (1 + F)^n - F^n <= 2^n
+    assert (exact <= n * math.log(2) + 1e-9).all()
+
+
+def test_log_bon_ratio_is_stable_for_large_n_and_tiny_probabilities():
+    lf = torch.tensor([-1e-3, -0.5, -3.0], dtype=torch.float64)
+    lp = torch.full((3,), -1e4, dtype=torch.float64)
+    got = log_bon_ratio(lf, lp, 10_000)
+    assert torch.isfinite(got).all()
+    # pi(y) = e^-10000: every term beyond i = 1 vanishes, so the bound is tight
+    assert torch.allclose(got, math.log(10_000) + 9_999 * lf, atol=1e-9)
+
+
+def test_log_bon_ratio_handles_zero_cdf():
+    # the lowest outcome (F = 0): only the i = n term survives, giving (n-1) log pi
+    got = log_bon_ratio(torch.tensor([-math.inf]), torch.tensor([math.log(0.25)]), 3)
+    assert got.item() == pytest.approx(2 * math.log(0.25))
+
+
+def test_vbon_reward_forms():
+    lf = torch.tensor([-0.1, -1.0, -2.0], dtype=torch.float64)
+    lp = torch.tensor([-5.0, -3.0, -1.0], dtype=torch.float64)
+    assert torch.equal(vbon_reward(lf, 4), lf)
+    assert torch.allclose(vbon_reward(lf, 4, log_ref=lp), log_bon_ratio(lf, lp, 4) / 3)
+    # exact reward = lower bound / (n-1) + something >= 0, lower bound = log n/(n-1) + log F
+    assert (vbon_reward(lf, 4, log_ref=lp) >= lf + math.log(4) / 3 - 1e-12).all()
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: vbon_reward(torch.tensor([-1.0]), 1), "n must be >= 2"),
+    (lambda: vbon_reward(torch.tensor([0.5]), 3), "log_cdf must be <= 0"),
+    (lambda: log_bon_ratio(torch.tensor([-1.0]), torch.tensor([0.1]), 3), "log_ref must be <= 0"),
+    (lambda: log_bon_ratio(torch.tensor([float("nan")]), torch.tensor([-1.0]), 3), "log_cdf contains NaN"),
+    (lambda: log_bon_ratio(torch.tensor([-1.0, -2.0]), torch.tensor([-1.0, -1.0, -1.0]), 3), "log_ref has shape"),
+    (lambda: log_bon_ratio(torch.tensor([-1.0]), torch.tensor([-1.0]), 0), "n must be >= 1"),
+    (lambda: kl_k1(torch.zeros(3), torch.zeros(2)), "logp has shape"),
+    (lambda: kl_k3(torch.tensor([float("nan")]), torch.zeros(1)), "logp contains NaN"),
+])
+def test_objective_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# ---------------------------------------------------------------- KL estimators
+@given(st.lists(st.floats(-700, 700, allow_nan=False), min_size=1, max_size=30),
+       st.lists(st.floats(-700, 700, allow_nan=False), min_size=30, max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_k3_is_never_negative(a, b):
+    lp = torch.tensor(a, dtype=torch.float64)
+    lr = torch.tensor(b[: len(a)], dtype=torch.float64)
+    assert (kl_k3(lp, lr) >= 0).all()
+
+
+def test_k3_near_zero_is_quadratic_not_negative():
+    l = torch.tensor([1e-12, -1e-12, 1e-8, 3e-5], dtype=torch.float64)
+    got = kl_k3(l, torch.zeros_like(l))
+    assert torch.allclose(got, l**2 / 2, rtol=1e-3, atol=1e-30)
+    assert (kl_k3(torch.tensor([1e-4] * 5, dtype=torch.float32), torch.zeros(5)) >= 0).all()
+
+
+def test_k1_and_k3_are_unbiased_for_kl():
+    g = torch.Generator().manual_seed(0)
+    q = torch.softmax(torch.randn(10, generator=g, dtype=torch.float64), -1)
+    p = torch.softmax(torch.randn(10, generator=g, dtype=torch.float64), -1)
+    y = torch.multinomial(q, 400_000, replacement=True, generator=g)
+    exact = kl_divergence(q, p).item()
+    assert kl_k1(q.log()[y], p.log()[y]).mean().item() == pytest.approx(exact, abs=0.01)
+    assert kl_k3(q.log()[y], p.log()[y]).mean().item() == pytest.approx(exact, abs=0.01)
