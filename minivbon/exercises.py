@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from .bon import bon_probs, kl_divergence, kl_rl_policy, reward_cdf, win_rate
 from .objectives import log_bon_ratio
+from .train import rloo_advantages
 
 
 def _dist(draw, k: int) -> torch.Tensor:
@@ -41,6 +42,13 @@ def _with_policy(draw):
     return _dist(draw, len(p)), p, r, n
 
 
+@st.composite
+def _grouped_rewards(draw):
+    """(rewards (P*k,), k): k samples for each of P prompts, grouped contiguously."""
+    k, p = draw(st.integers(2, 6)), draw(st.integers(1, 4))
+    return torch.tensor(draw(st.lists(st.floats(-10, 10), min_size=p * k, max_size=p * k)), dtype=torch.float64), k
+
+
 _log_probs = st.floats(-20.0, 0.0).map(lambda x: torch.tensor([x], dtype=torch.float64))
 
 # name -> (the function the reader writes, minivbon's answer, random arguments for both)
@@ -57,6 +65,7 @@ EXERCISES: dict[str, tuple[str, Callable, st.SearchStrategy]] = {
                       st.tuples(_log_probs, _log_probs, st.integers(1, 30))),
     "vbon_loss": ("f(q, probs, rewards, n) -> KL(q || pi_bon)",
                   lambda q, p, r, n: kl_divergence(q, bon_probs(p, r, n)), _with_policy()),
+    "rloo_advantages": ("f(rewards, k) -> advantages", rloo_advantages, _grouped_rewards()),
 }
 
 

@@ -29,6 +29,7 @@ RIGHT = {
     "kl_rl_policy": lambda p, r, beta: p * torch.exp(r / beta) / (p * torch.exp(r / beta)).sum(),
     "log_bon_ratio": naive_log_bon_ratio,
     "vbon_loss": lambda q, p, r, n: (q * (q / exercises.bon_probs(p, r, n)).log()).sum(),
+    "rloo_advantages": lambda r, k: torch.cat([g - (g.sum() - g) / (k - 1) for g in r.split(k)]),
 }
 WRONG = {
     "reward_cdf": lambda p, r: (naive_reward_cdf(p, r)[1], naive_reward_cdf(p, r)[1]),
@@ -38,6 +39,7 @@ WRONG = {
     "kl_rl_policy": lambda p, r, beta: torch.softmax(r / beta, 0),  # forgets the reference
     "log_bon_ratio": lambda lf, lp, n: math.log(n) + (n - 1) * lf,  # only the first term
     "vbon_loss": lambda q, p, r, n: (exercises.bon_probs(p, r, n) * (exercises.bon_probs(p, r, n) / q).log()).sum(),
+    "rloo_advantages": lambda r, k: torch.cat([g - g.mean() for g in r.split(k)]),  # includes itself in the mean
 }
 
 

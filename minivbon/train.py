@@ -1,0 +1,226 @@
+"""One training loop for every method: REINFORCE with a leave-one-out baseline (RLOO).
+
+Per step: draw prompts, sample k outputs per prompt from the policy, score each
+with a sequence-level reward R(y) = task_reward(y) - beta * k1(y), where
+k1 = log q(y) - log pi(y) over generated tokens, and follow
+grad = mean[(R - mean of the other k-1 rewards of its prompt) * grad log q(y)].
+
+| method   | task_reward(y)                          | beta            |
+|----------|-----------------------------------------|-----------------|
+| vbon     | log_bon_ratio(log F_hat, log pi, n)/(n-1) | 1/(n-1)       |
+| vbon-l   | log F_hat(r(y))                         | 1/(n-1)         |
+| kl-rl    | r(y)                                    | given           |
+| bon-sft  | maximum likelihood on the best of n reference samples (no RL) |
+
+A policy is any ``nn.Module`` with ``sample(prompt_ids, generator) -> Samples``
+and ``token_log_probs(samples) -> (B, T)`` log-probs of each token (masked
+positions are ignored). The reference is a frozen policy of the same kind.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .checks import check_int, check_positive
+from .objectives import EmpiricalCDF, kl_k3, vbon_reward
+
+METHODS = ("vbon", "vbon-l", "kl-rl", "bon-sft")
+
+
+@dataclass
+class Samples:
+    """A batch of outputs: prompt_ids (B,), tokens (B, T), mask (B, T) True on generated tokens.
+
+    ``extra`` carries whatever a policy needs besides (an attention mask, texts).
+    """
+
+    prompt_ids: list
+    tokens: Tensor
+    mask: Tensor
+    extra: dict = field(default_factory=dict)
+
+    def select(self, index: Tensor) -> "Samples":
+        """The rows in ``index`` (B',)."""
+        pick = {k: (v[index] if isinstance(v, Tensor) else [v[i] for i in index.tolist()]) for k, v in self.extra.items()}
+        return Samples([self.prompt_ids[i] for i in index.tolist()], self.tokens[index], self.mask[index], pick)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. ``beta=None`` means 1/(n-1) (vbon, vbon-l); kl-rl needs a beta."""
+
+    method: str = "vbon-l"
+    n: int = 4
+    beta: float | None = None
+    k: int = 4  # samples per prompt (RLOO needs >= 2)
+    prompts_per_step: int = 8
+    steps: int = 100
+    lr: float = 3e-4
+    max_grad_norm: float | None = 1.0
+    weight_decay: float = 0.0  # AdamW's decay pulls weights to 0, not to the reference: off by default
+    seed: int = 0
+    eval_every: int = 10
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        check_int(self.n, "n", minimum=2 if self.method != "kl-rl" else 1)
+        check_int(self.k, "k", minimum=2 if self.method != "bon-sft" else 1)
+        for name in ("prompts_per_step", "steps", "eval_every"):
+            check_int(getattr(self, name), name, minimum=1)
+        check_positive(self.lr, "lr")
+        if self.beta is not None:
+            check_positive(self.beta, "beta")
+        elif self.method == "kl-rl":
+            raise ValueError("beta must be given for method 'kl-rl'")
+        if self.max_grad_norm is not None:
+            check_positive(self.max_grad_norm, "max_grad_norm")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+    @property
+    def kl_coef(self) -> float:
+        return self.beta if self.beta is not None else 1.0 / (self.n - 1)
+
+
+def rloo_advantages(rewards: Tensor, k: int) -> Tensor:
+    """R_j minus the mean of the other k-1 rewards of the same prompt: (B,) -> (B,), B = prompts * k."""
+    r = rewards.view(-1, k)
+    return (r - (r.sum(1, keepdim=True) - r) / (k - 1)).view(-1)
+
+
+def task_reward(method: str, n: int, raw: Tensor, prompt_ids: list, log_ref: Tensor,
+                cdf: EmpiricalCDF | None) -> Tensor:
+    """Per-sample task reward of ``method`` (table above): (B,)."""
+    if method == "kl-rl":
+        return raw
+    if cdf is None:
+        raise ValueError(f"method {method!r} needs an EmpiricalCDF of reference rewards (cdf=...)")
+    log_f = cdf.log_cdf(prompt_ids, raw)
+    return vbon_reward(log_f, n, log_ref=log_ref if method == "vbon" else None)
+
+
+def rl_loss(policy: nn.Module, reference: nn.Module, samples: Samples, raw_reward: Tensor,
+            config: TrainConfig, cdf: EmpiricalCDF | None = None) -> tuple[Tensor, dict]:
+    """RLOO surrogate loss for k samples per prompt (grouped contiguously) and its statistics."""
+    logp = policy.token_log_probs(samples)  # (B, T)
+    with torch.no_grad():
+        ref = reference.token_log_probs(samples)
+    mask = samples.mask
+    logp_seq = (logp * mask).sum(-1)  # (B,)
+    ref_seq = (ref * mask).sum(-1)
+    k1 = logp_seq.detach() - ref_seq
+    task = task_reward(config.method, config.n, raw_reward, samples.prompt_ids, ref_seq, cdf).to(k1.dtype)
+    adv = rloo_advantages(task - config.kl_coef * k1, config.k)
+    loss = -(adv * logp_seq).mean()
+    k3 = (kl_k3(logp.detach(), ref) * mask).sum(-1)
+    return loss, {"reward": raw_reward.double().mean().item(), "task_reward": task.mean().item(),
+                  "kl_k1": k1.mean().item(), "kl_k3": k3.mean().item()}
+
+
+def sft_loss(policy: nn.Module, reference: nn.Module, prompts: list, reward_fn: Callable, n: int,
+             generator: torch.Generator) -> tuple[Tensor, dict]:
+    """BoN-SFT: draw n reference samples per prompt, keep the best, maximise its log-likelihood."""
+    with torch.no_grad():
+        samples = reference.sample([p for p in prompts for _ in range(n)], generator)
+        raw = reward_fn(samples).view(-1, n)
+    best = samples.select(raw.argmax(1) + torch.arange(len(prompts)) * n)
+    logp = policy.token_log_probs(best)
+    loss = -((logp * best.mask).sum(-1)).mean()
+    return loss, {"reward": raw.max(1).values.double().mean().item()}
+
+
+@torch.no_grad()
+def reference_cdf(reference: nn.Module, prompts: list, reward_fn: Callable[[Samples], Tensor], m: int,
+                  generator: torch.Generator | None = None, batch_size: int = 256) -> EmpiricalCDF:
+    """Sample m outputs per prompt from the reference, score them, and build the per-prompt CDF."""
+    m = check_int(m, "m")
+    flat = [p for p in prompts for _ in range(m)]
+    rewards = torch.cat([reward_fn(reference.sample(flat[i:i + batch_size], generator)).double().cpu()
+                         for i in range(0, len(flat), batch_size)]).view(len(prompts), m)
+    return EmpiricalCDF({p: rewards[i] for i, p in enumerate(prompts)})
+
+
+class Trainer:
+    """Owns the state of a run (optimizer, random generator, step, history) so it can stop and resume."""
+
+    def __init__(self, policy: nn.Module, reference: nn.Module, prompts: list, reward_fn: Callable[[Samples], Tensor],
+                 config: TrainConfig, cdf: EmpiricalCDF | None = None,
+                 evaluate: Callable[[nn.Module], dict] | None = None):
+        if len(prompts) == 0:
+            raise ValueError("prompts is empty")
+        if config.method in ("vbon", "vbon-l") and cdf is None:
+            raise ValueError(f"method {config.method!r} needs cdf=EmpiricalCDF(...) of reference rewards")
+        self.policy, self.reference, self.prompts = policy, reference, list(prompts)
+        self.reward_fn, self.config, self.cdf, self.evaluate = reward_fn, config, cdf, evaluate
+        self.optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step, self.history, self.interrupted = 0, [], False
+
+    def _train_step(self) -> dict:
+        cfg = self.config
+        pick = torch.randint(len(self.prompts), (cfg.prompts_per_step,), generator=self.generator)
+        prompts = [self.prompts[i] for i in pick.tolist()]
+        if cfg.method == "bon-sft":
+            loss, stats = sft_loss(self.policy, self.reference, prompts, self.reward_fn, cfg.n, self.generator)
+        else:
+            samples = self.policy.sample([p for p in prompts for _ in range(cfg.k)], self.generator)
+            loss, stats = rl_loss(self.policy, self.reference, samples, self.reward_fn(samples), cfg, self.cdf)
+        self.optimizer.zero_grad()
+        loss.backward()
+        if cfg.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        return {"loss": loss.item(), **stats}
+
+    def run(self, steps: int | None = None, callback: Callable[["Trainer"], None] | None = None,
+            progress: bool = True) -> list[dict]:
+        """Train ``steps`` more steps (default: up to config.steps). Ctrl-C stops cleanly and keeps the history."""
+        steps = self.config.steps - self.step if steps is None else check_int(steps, "steps", minimum=0)
+        self.interrupted = False
+        if self.step == 0 and self.evaluate is not None and not self.history:
+            self.history.append({"step": 0, **self.evaluate(self.policy)})
+        try:
+            for _ in tqdm(range(steps), disable=not progress, desc=self.config.method):
+                record = {"step": self.step + 1, **self._train_step()}
+                self.step += 1
+                if self.evaluate is not None and self.step % self.config.eval_every == 0:
+                    record.update(self.evaluate(self.policy))
+                self.history.append(record)
+                if callback is not None:
+                    callback(self)
+        except KeyboardInterrupt:
+            self.interrupted = True
+        return self.history
+
+    def save(self, path) -> None:
+        """Write everything needed to resume bit-for-bit."""
+        torch.save({"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "generator": self.generator.get_state(), "rng": torch.get_rng_state(), "step": self.step,
+                    "history": self.history, "config": asdict(self.config)}, path)
+
+    def load(self, path) -> "Trainer":
+        """Restore a checkpoint written by :meth:`save` into this trainer (same policy and config)."""
+        state = torch.load(path, weights_only=False)
+        if state["config"] != asdict(self.config):
+            raise ValueError(f"checkpoint config {state['config']} does not match this trainer's {asdict(self.config)}")
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["rng"])
+        self.step, self.history = state["step"], state["history"]
+        return self
+
+
+def train(policy: nn.Module, reference: nn.Module, prompts: list, reward_fn: Callable[[Samples], Tensor],
+          config: TrainConfig, cdf: EmpiricalCDF | None = None, evaluate: Callable | None = None,
+          callback: Callable | None = None, progress: bool = True) -> Trainer:
+    """Build a :class:`Trainer`, run ``config.steps`` steps and return it (its ``history`` holds the metrics)."""
+    trainer = Trainer(policy, reference, prompts, reward_fn, config, cdf, evaluate)
+    trainer.run(callback=callback, progress=progress)
+    return trainer
