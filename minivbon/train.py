@@ -110,11 +110,11 @@ def rl_loss(policy: nn.Module, reference: nn.Module, samples: Samples, raw_rewar
     logp = policy.token_log_probs(samples)  # (B, T)
     with torch.no_grad():
         ref = reference.token_log_probs(samples)
-    mask = samples.mask
+    mask = samples.mask.to(logp.device)
     logp_seq = (logp * mask).sum(-1)  # (B,)
     ref_seq = (ref * mask).sum(-1)
     k1 = logp_seq.detach() - ref_seq
-    task = task_reward(config.method, config.n, raw_reward, samples.prompt_ids, ref_seq, cdf).to(k1.dtype)
+    task = task_reward(config.method, config.n, raw_reward.cpu(), samples.prompt_ids, ref_seq.cpu(), cdf).to(k1)
     adv = rloo_advantages(task - config.kl_coef * k1, config.k)
     loss = -(adv * logp_seq).mean()
     k3 = (kl_k3(logp.detach(), ref) * mask).sum(-1)
@@ -122,16 +122,24 @@ def rl_loss(policy: nn.Module, reference: nn.Module, samples: Samples, raw_rewar
                   "kl_k1": k1.mean().item(), "kl_k3": k3.mean().item()}
 
 
+@torch.no_grad()
+def best_of_n(policy: nn.Module, prompts: list, n: int, reward_fn: Callable[[Samples], Tensor],
+              generator: torch.Generator | None = None) -> tuple[Samples, Tensor]:
+    """Best-of-n generation: n samples per prompt in one batch, keep the highest reward (first on ties).
+
+    Returns the kept samples (one per prompt) and their rewards (P,).
+    """
+    samples = policy.sample([p for p in prompts for _ in range(n)], generator)
+    raw = reward_fn(samples).view(-1, n)
+    return samples.select(raw.argmax(1).cpu() + torch.arange(len(prompts)) * n), raw.max(1).values
+
+
 def sft_loss(policy: nn.Module, reference: nn.Module, prompts: list, reward_fn: Callable, n: int,
              generator: torch.Generator) -> tuple[Tensor, dict]:
-    """BoN-SFT: draw n reference samples per prompt, keep the best, maximise its log-likelihood."""
-    with torch.no_grad():
-        samples = reference.sample([p for p in prompts for _ in range(n)], generator)
-        raw = reward_fn(samples).view(-1, n)
-    best = samples.select(raw.argmax(1) + torch.arange(len(prompts)) * n)
+    """BoN-SFT: maximise the log-likelihood of the best of n reference samples per prompt."""
+    best, reward = best_of_n(reference, prompts, n, reward_fn, generator)
     logp = policy.token_log_probs(best)
-    loss = -((logp * best.mask).sum(-1)).mean()
-    return loss, {"reward": raw.max(1).values.double().mean().item()}
+    return -((logp * best.mask).sum(-1)).mean(), {"reward": reward.double().mean().item()}
 
 
 @torch.no_grad()

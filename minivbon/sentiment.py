@@ -1,0 +1,158 @@
+"""The sentiment task (the paper's controlled generation): continue a movie-review prefix positively.
+
+Two backends through the same code (DESIGN.md §3):
+
+- ``local`` (default, offline): the project's small GPT-2 in data/local-gpt2, VADER compound score as
+  the reward, prompts from data/prompts_{train,test}.jsonl;
+- ``hub``: lvwerra/gpt2-imdb, reward logit(POS) - logit(NEG) of lvwerra/distilbert-imdb, prompts cut
+  from IMDB reviews to 2-8 tokens, 40 new tokens, temperature 1.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .checks import check_int
+from .lm import LMPolicy, from_pretrained, hub_guard, load_policy
+from .objectives import EmpiricalCDF
+from .train import Samples, reference_cdf
+
+DATA = Path(os.environ.get("MINIVBON_DATA", Path(__file__).resolve().parents[1] / "data"))
+BACKENDS = {
+    "local": {"policy": str(DATA / "local-gpt2"), "reward": "vader", "prompts": "local", "max_new_tokens": 24},
+    "hub": {"policy": "lvwerra/gpt2-imdb", "reward": "lvwerra/distilbert-imdb", "prompts": "imdb",
+            "max_new_tokens": 40},
+}
+
+
+class VaderReward:
+    """VADER compound sentiment in [-1, 1] of each text (a lexicon and rules; no network)."""
+
+    name = "vader"
+
+    def __init__(self):
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        self.analyzer = SentimentIntensityAnalyzer()
+
+    def __call__(self, texts: list[str]) -> Tensor:
+        return torch.tensor([self.analyzer.polarity_scores(t)["compound"] for t in texts], dtype=torch.float64)
+
+
+class ClassifierReward:
+    """logit(POSITIVE) - logit(NEGATIVE) of a sequence classifier: monotone in P(positive), unsaturated."""
+
+    def __init__(self, name_or_path: str, device=None, batch_size: int = 64):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.name, self.batch_size = name_or_path, batch_size
+        self.tokenizer = from_pretrained(AutoTokenizer, name_or_path)
+        self.tokenizer.padding_side = "right"  # the classifier reads its first position: padding must not move it
+        self.model = from_pretrained(AutoModelForSequenceClassification, name_or_path).to(device or "cpu").eval()
+        labels = {v.upper()[:3]: int(k) for k, v in self.model.config.id2label.items()}
+        self.pos, self.neg = labels.get("POS", 1), labels.get("NEG", 0)
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str]) -> Tensor:
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[i:i + self.batch_size], padding=True, truncation=True, return_tensors="pt")
+            logits = self.model(**enc.to(self.model.device)).logits.double().cpu()
+            out.append(logits[:, self.pos] - logits[:, self.neg])
+        return torch.cat(out)
+
+
+def prefix_prompts(texts: list[str], tokenizer, min_tokens: int = 2, max_tokens: int = 8, seed: int = 0) -> list[str]:
+    """Cut each text to its first k tokens, k uniform in [min_tokens, max_tokens] (seeded)."""
+    rng = random.Random(seed)
+    return [tokenizer.decode(tokenizer(t, add_special_tokens=False).input_ids[: rng.randint(min_tokens, max_tokens)])
+            for t in texts]
+
+
+def load_prompts(source: str, split: str, tokenizer=None, n: int | None = None, seed: int = 0) -> dict:
+    """Prompt id -> text. "local": data/prompts_{split}.jsonl; "imdb": n IMDB reviews cut to 2-8 tokens."""
+    import datasets
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if source == "local":
+        rows = datasets.load_dataset("json", data_files=str(DATA / f"prompts_{split}.jsonl"), split="train")
+        return dict(list(zip(rows["id"], rows["text"]))[:n])
+    if source != "imdb":
+        raise ValueError(f"source must be 'local' or 'imdb', got {source!r}")
+
+    def load(offline: bool):
+        datasets.config.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE or offline
+        return datasets.load_dataset("stanfordnlp/imdb", split=split)
+
+    rows = hub_guard("stanfordnlp/imdb", load)
+    picked = sorted(random.Random(seed).sample(range(len(rows)), min(n or 1000, len(rows))))
+    texts = prefix_prompts(rows.select(picked)["text"], tokenizer, seed=seed)
+    return {f"imdb-{split}-{i}": t for i, t in zip(picked, texts)}
+
+
+@dataclass
+class SentimentTask:
+    """Everything a sentiment run needs; ``settings`` names what changes reference samples (for caching)."""
+
+    policy: LMPolicy
+    reference: LMPolicy
+    reward: Callable[[list[str]], Tensor]
+    train_prompts: list
+    test_prompts: list
+    settings: dict = field(default_factory=dict)
+
+    def reward_fn(self, samples: Samples) -> Tensor:
+        """Reward of each sampled text, prompt included: (B,)."""
+        return self.reward(samples.extra["texts"])
+
+
+def load_task(backend: str = "local", device=None, n_train: int | None = None, n_test: int | None = None,
+              **overrides) -> SentimentTask:
+    """Policy (trainable), frozen reference, reward and prompts for a backend; ``overrides`` change its settings."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+    settings = {"backend": backend, **BACKENDS[backend], "temperature": 1.0, **overrides}
+    model, tokenizer = load_policy(settings["policy"], device)
+    train = load_prompts(settings["prompts"], "train", tokenizer, n_train)
+    test = load_prompts(settings["prompts"], "test", tokenizer, n_test, seed=1)
+    policy = LMPolicy(model, tokenizer, {**train, **test}, settings["max_new_tokens"], settings["temperature"])
+    reward = VaderReward() if settings["reward"] == "vader" else ClassifierReward(settings["reward"], device)
+    settings["model_fingerprint"] = _fingerprint(settings["policy"], model)
+    return SentimentTask(policy, policy.frozen_copy(), reward, list(train), list(test), settings)
+
+
+def _fingerprint(name: str, model) -> str:
+    """Identifies the weights: a hash of a local checkpoint file, or the hub commit."""
+    weights = Path(name) / "model.safetensors"
+    if weights.exists():
+        return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    return str(getattr(model.config, "_commit_hash", None))
+
+
+def cached_reference_cdf(task: SentimentTask, prompt_ids: list, m: int, seed: int = 0,
+                         cache_dir: str | Path | None = None) -> EmpiricalCDF:
+    """M reference samples per prompt, scored, as an EmpiricalCDF; stored on disk and reused.
+
+    The file name hashes everything that changes the samples: the task settings (backend, model and
+    its weights, reward, sampler), M, the seed and the prompts themselves.
+    """
+    m = check_int(m, "m")
+    texts = {p: task.policy.tokenizer.decode(task.policy.prompt_tokens[p]) for p in prompt_ids}
+    key = json.dumps({"settings": task.settings, "m": m, "seed": seed, "prompts": sorted(map(str, texts.items()))},
+                     sort_keys=True, default=str)
+    path = Path(cache_dir or Path.home() / ".cache" / "minivbon") / f"refs-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
+    if path.exists():
+        return EmpiricalCDF(torch.load(path, weights_only=False))
+    cdf = reference_cdf(task.reference, list(prompt_ids), task.reward_fn, m, torch.Generator().manual_seed(seed))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({p: cdf.sorted[cdf.index[p], : int(cdf.counts[cdf.index[p]])] for p in prompt_ids}, path)
+    return cdf
