@@ -30,22 +30,18 @@ def as_float(x, name: str) -> Tensor:
     return t
 
 
-def check_not_nan(t: Tensor, name: str) -> Tensor:
+def check_not_nan(t: Tensor, name: str, finite: bool = False) -> Tensor:
+    """``t`` unchanged, or a ValueError if it holds NaN (or, with ``finite``, an infinity)."""
     if torch.isnan(t).any():
         raise ValueError(f"{name} contains NaN")
-    return t
-
-
-def check_finite(t: Tensor, name: str) -> Tensor:
-    check_not_nan(t, name)
-    if torch.isinf(t).any():
+    if finite and torch.isinf(t).any():
         raise ValueError(f"{name} contains an infinite value")
     return t
 
 
 def check_probs(x, name: str = "probs") -> Tensor:
     """A probability vector (or a batch of them) over the last dimension."""
-    p = check_finite(as_float(x, name), name)
+    p = check_not_nan(as_float(x, name), name, finite=True)
     if (p < 0).any():
         raise ValueError(f"{name} has a negative probability (min {p.min().item():.3g})")
     err = (p.sum(-1) - 1).abs().max().item()
@@ -56,7 +52,7 @@ def check_probs(x, name: str = "probs") -> Tensor:
 
 def check_rewards(x, like: Tensor, name: str = "rewards") -> Tensor:
     """Rewards for the outcomes of ``like``; broadcast to its shape, in its dtype."""
-    r = check_finite(as_float(x, name), name).to(like.dtype)
+    r = check_not_nan(as_float(x, name), name, finite=True).to(like.dtype)
     return broadcast_to(r, like.shape, name)
 
 
@@ -76,9 +72,7 @@ def check_int(n, name: str = "n", minimum: int = 1) -> int:
     """An integer >= ``minimum`` (an integral float such as 4.0 is accepted)."""
     if isinstance(n, Tensor) and n.numel() == 1:
         n = n.item()
-    if isinstance(n, bool) or not isinstance(n, (numbers.Integral, float)):
-        raise ValueError(f"{name} must be an integer, got {n!r}")
-    if isinstance(n, float) and not n.is_integer():
+    if isinstance(n, bool) or not isinstance(n, (numbers.Integral, float)) or (isinstance(n, float) and not n.is_integer()):
         raise ValueError(f"{name} must be an integer, got {n!r}")
     if n < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {n!r}")

@@ -104,12 +104,12 @@ class LMPolicy(nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def frozen_copy(self) -> "LMPolicy":
-        """An independent copy with frozen weights (the reference for KL); it shares the prompt table."""
-        ref = LMPolicy(copy.deepcopy(self.model).requires_grad_(False), self.tokenizer, {}, self.max_new_tokens,
-                       self.temperature)
-        ref.prompt_tokens = self.prompt_tokens
-        return ref
+    def clone(self, trainable: bool = False) -> "LMPolicy":
+        """An independent copy of the weights (frozen by default: the reference for KL); shares the prompts."""
+        twin = LMPolicy(copy.deepcopy(self.model).requires_grad_(trainable), self.tokenizer, {}, self.max_new_tokens,
+                        self.temperature)
+        twin.prompt_tokens = self.prompt_tokens
+        return twin
 
     @torch.no_grad()
     def sample(self, prompt_ids, generator: torch.Generator | None = None) -> Samples:

@@ -15,7 +15,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .checks import as_float, broadcast_to, check_int, check_not_nan
+from .checks import as_float, broadcast_to, check_int, check_not_nan, check_same_shape
 
 
 class EmpiricalCDF:
@@ -87,6 +87,14 @@ class EmpiricalCDF:
         return (below + at_most).double() / (2 * m)
 
 
+def _log_prob(x, name: str) -> Tensor:
+    """A tensor of log-probabilities: no NaN, nothing above 0."""
+    t = check_not_nan(as_float(x, name), name)
+    if (t > 0).any():
+        raise ValueError(f"{name} must be <= 0 (it is the log of a probability)")
+    return t
+
+
 def _times(a: Tensor, b: Tensor) -> Tensor:
     """a * b with 0 * (-inf) = 0 (a term with a zero exponent is 1 whatever the base)."""
     return torch.where(a == 0, torch.zeros_like(b), a * b)
@@ -101,13 +109,8 @@ def log_bon_ratio(log_cdf, log_ref, n: int) -> Tensor:
     down to -1e4. Always >= log n + (n-1) log F, the i = 1 term.
     """
     n = check_int(n, "n")
-    lf = check_not_nan(as_float(log_cdf, "log_cdf"), "log_cdf")
-    lp = check_not_nan(as_float(log_ref, "log_ref"), "log_ref").to(lf.dtype)
-    if (lf > 0).any():
-        raise ValueError("log_cdf must be <= 0 (it is the log of a probability)")
-    if (lp > 0).any():
-        raise ValueError("log_ref must be <= 0 (it is the log of a probability)")
-    lp = broadcast_to(lp, lf.shape, "log_ref")
+    lf = _log_prob(log_cdf, "log_cdf")
+    lp = broadcast_to(_log_prob(log_ref, "log_ref").to(lf.dtype), lf.shape, "log_ref")
     i = torch.arange(1, n + 1, dtype=lf.dtype)  # (n,)
     log_binom = torch.lgamma(torch.tensor(n + 1.0, dtype=lf.dtype)) - torch.lgamma(i + 1) - torch.lgamma(n - i + 1)
     terms = log_binom + _times(n - i, lf[..., None]) + _times(i - 1, lp[..., None])  # (..., n)
@@ -126,25 +129,15 @@ def vbon_reward(log_cdf, n: int, log_ref=None) -> Tensor:
     ``log F``: maximise E_q[log F] - 1/(n-1) KL(q || pi). Needs n >= 2.
     """
     n = check_int(n, "n", minimum=2)
-    if log_ref is None:
-        lf = check_not_nan(as_float(log_cdf, "log_cdf"), "log_cdf")
-        if (lf > 0).any():
-            raise ValueError("log_cdf must be <= 0 (it is the log of a probability)")
-        return lf
-    return log_bon_ratio(log_cdf, log_ref, n) / (n - 1)
-
-
-def _log_ratio(logp, logp_ref) -> Tensor:
-    lp = check_not_nan(as_float(logp, "logp"), "logp")
-    lr = check_not_nan(as_float(logp_ref, "logp_ref"), "logp_ref").to(lp.dtype)
-    if lp.shape != lr.shape:
-        raise ValueError(f"logp has shape {tuple(lp.shape)} but logp_ref has shape {tuple(lr.shape)}")
-    return lp - lr
+    return _log_prob(log_cdf, "log_cdf") if log_ref is None else log_bon_ratio(log_cdf, log_ref, n) / (n - 1)
 
 
 def kl_k1(logp, logp_ref) -> Tensor:
     """Per-token k1 = log q - log pi: unbiased for KL(q || pi) under q, may be negative."""
-    return _log_ratio(logp, logp_ref)
+    lp = check_not_nan(as_float(logp, "logp"), "logp")
+    lr = check_not_nan(as_float(logp_ref, "logp_ref"), "logp_ref").to(lp.dtype)
+    check_same_shape(lp, lr, "logp", "logp_ref")
+    return lp - lr
 
 
 def kl_k3(logp, logp_ref) -> Tensor:
@@ -153,5 +146,5 @@ def kl_k3(logp, logp_ref) -> Tensor:
     Unbiased for KL(q || pi) under q and never negative (expm1 avoids the
     cancellation that makes the naive form dip below zero near l = 0).
     """
-    l = _log_ratio(logp, logp_ref)
+    l = kl_k1(logp, logp_ref)
     return (torch.expm1(-l) + l).clamp_min(0.0)

@@ -23,6 +23,7 @@ from torch import Tensor
 from .checks import check_int
 from .lm import LMPolicy, from_pretrained, hub_guard, load_policy
 from .objectives import EmpiricalCDF
+from .objectives import kl_k3
 from .train import Samples, reference_cdf
 
 DATA = Path(os.environ.get("MINIVBON_DATA", Path(__file__).resolve().parents[1] / "data"))
@@ -127,7 +128,7 @@ def load_task(backend: str = "local", device=None, n_train: int | None = None, n
     policy = LMPolicy(model, tokenizer, {**train, **test}, settings["max_new_tokens"], settings["temperature"])
     reward = VaderReward() if settings["reward"] == "vader" else ClassifierReward(settings["reward"], device)
     settings["model_fingerprint"] = _fingerprint(settings["policy"], model)
-    return SentimentTask(policy, policy.frozen_copy(), reward, list(train), list(test), settings)
+    return SentimentTask(policy, policy.clone(), reward, list(train), list(test), settings)
 
 
 def _fingerprint(name: str, model) -> str:
@@ -156,3 +157,18 @@ def cached_reference_cdf(task: SentimentTask, prompt_ids: list, m: int, seed: in
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({p: cdf.sorted[cdf.index[p], : int(cdf.counts[cdf.index[p]])] for p in prompt_ids}, path)
     return cdf
+
+
+@torch.no_grad()
+def evaluate_policy(task: SentimentTask, policy: LMPolicy, prompts: list, cdf: EmpiricalCDF,
+                    samples_per_prompt: int = 4, seed: int = 0) -> dict:
+    """Held-out metrics from ``samples_per_prompt`` samples per prompt: mean reward, win rate against the
+    cached reference rewards of each prompt (ties count half), KL(policy || reference) estimated with k1 and
+    k3 summed over generated tokens, and the texts."""
+    samples = policy.sample([p for p in prompts for _ in range(samples_per_prompt)], torch.Generator().manual_seed(seed))
+    reward = task.reward_fn(samples)
+    logp, ref = policy.token_log_probs(samples), task.reference.token_log_probs(samples)
+    mask = samples.mask.to(logp.device)
+    return {"reward": reward.mean().item(), "win_rate": cdf.win_rate(samples.prompt_ids, reward).mean().item(),
+            "kl_k1": ((logp - ref) * mask).sum(-1).mean().item(), "kl_k3": (kl_k3(logp, ref) * mask).sum(-1).mean().item(),
+            "texts": samples.extra["texts"], "rewards": reward}

@@ -101,10 +101,14 @@ def test_best_of_n_keeps_the_argmax(local):
     assert best.prompt_ids == [0, 1, 2]
 
 
-def test_frozen_copy_is_independent(local):
-    ref = local.frozen_copy()
+def test_clones_are_independent(local):
+    ref, twin = local.clone(), local.clone(trainable=True)
     assert all(not p.requires_grad for p in ref.model.parameters())
+    assert all(p.requires_grad for p in twin.model.parameters())
     assert ref.model is not local.model and ref.prompt_tokens is local.prompt_tokens
+    with torch.no_grad():
+        next(twin.model.parameters()).add_(1.0)
+    assert not torch.equal(next(twin.model.parameters()), next(ref.model.parameters()))
 
 
 def test_tiny_hub_stand_in_loads_through_the_same_functions(tiny_gpt2):

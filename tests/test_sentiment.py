@@ -118,3 +118,10 @@ def test_short_vbon_l_run_raises_held_out_reward(task, tmp_path):
     after = mean_reward(task.policy, 0)
     print(f"held-out mean VADER reward: {before:.3f} -> {after:.3f}; KL k1 {trainer.history[-1]['kl_k1']:.2f}")
     assert after > before + 0.1
+
+
+def test_evaluate_policy_on_the_reference_itself(task, tmp_path):
+    cdf = sent.cached_reference_cdf(task, task.test_prompts[:32], 16, seed=1, cache_dir=tmp_path)
+    e = sent.evaluate_policy(task, task.reference, task.test_prompts[:32], cdf, samples_per_prompt=8, seed=0)
+    assert e["kl_k1"] == 0 and e["kl_k3"] == 0  # the same model scores its own samples
+    assert abs(e["win_rate"] - 0.5) < 0.06 and len(e["texts"]) == 256

@@ -1,4 +1,4 @@
-"""Checkers for the book's exercises, in the spirit of Tensor-Puzzles.
+"""Checkers for the book's exercises, in the spirit of Tensor-Puzzles (a book helper: `import checkers`).
 
 A reader writes a function; ``check(name, fn)`` calls it on random problems
 drawn by hypothesis, compares it with minivbon's own answer and prints either
@@ -13,9 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .bon import bon_probs, kl_divergence, kl_rl_policy, reward_cdf, win_rate
-from .objectives import log_bon_ratio
-from .train import rloo_advantages
+from minivbon import bon_probs, kl_divergence, kl_rl_policy, log_bon_ratio, reward_cdf, rloo_advantages, win_rate
 
 
 def _dist(draw, k: int) -> torch.Tensor:

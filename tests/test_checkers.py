@@ -1,10 +1,14 @@
-"""The exercise checkers accept right answers and reject wrong ones."""
+"""The book's exercise checkers (book/checkers.py) accept right answers and reject wrong ones."""
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from minivbon import exercises
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book"))
+import checkers  # noqa: E402
+from minivbon import bon_probs  # noqa: E402
 
 
 def naive_bon_no_ties(p, r, n):  # right when rewards are distinct, wrong with ties
@@ -28,7 +32,7 @@ RIGHT = {
     "win_rate": lambda q, p, r: (q * sum(naive_reward_cdf(p, r)) / 2).sum(),
     "kl_rl_policy": lambda p, r, beta: p * torch.exp(r / beta) / (p * torch.exp(r / beta)).sum(),
     "log_bon_ratio": naive_log_bon_ratio,
-    "vbon_loss": lambda q, p, r, n: (q * (q / exercises.bon_probs(p, r, n)).log()).sum(),
+    "vbon_loss": lambda q, p, r, n: (q * (q / bon_probs(p, r, n)).log()).sum(),
     "rloo_advantages": lambda r, k: torch.cat([g - (g.sum() - g) / (k - 1) for g in r.split(k)]),
 }
 WRONG = {
@@ -38,20 +42,20 @@ WRONG = {
     "win_rate": lambda q, p, r: (q * naive_reward_cdf(p, r)[0]).sum(),  # ties count 0, not 1/2
     "kl_rl_policy": lambda p, r, beta: torch.softmax(r / beta, 0),  # forgets the reference
     "log_bon_ratio": lambda lf, lp, n: math.log(n) + (n - 1) * lf,  # only the first term
-    "vbon_loss": lambda q, p, r, n: (exercises.bon_probs(p, r, n) * (exercises.bon_probs(p, r, n) / q).log()).sum(),
+    "vbon_loss": lambda q, p, r, n: (bon_probs(p, r, n) * (bon_probs(p, r, n) / q).log()).sum(),
     "rloo_advantages": lambda r, k: torch.cat([g - g.mean() for g in r.split(k)]),  # includes itself in the mean
 }
 
 
 @pytest.mark.parametrize("name", sorted(RIGHT))
 def test_right_answers_pass(name, capsys):
-    assert exercises.check(name, RIGHT[name], max_examples=60)
+    assert checkers.check(name, RIGHT[name], max_examples=60)
     assert "correct" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", sorted(WRONG))
 def test_wrong_answers_fail_with_a_counterexample(name, capsys):
-    assert not exercises.check(name, WRONG[name], max_examples=60)
+    assert not checkers.check(name, WRONG[name], max_examples=60)
     assert "Smallest failing case" in capsys.readouterr().out
 
 
@@ -59,6 +63,6 @@ def test_unanswered_and_unknown():
     def todo(*args):
         raise NotImplementedError
 
-    assert not exercises.check("bon_probs", todo)
+    assert not checkers.check("bon_probs", todo)
     with pytest.raises(ValueError, match="name must be one of"):
-        exercises.check("no_such_exercise", todo)
+        checkers.check("no_such_exercise", todo)
