@@ -90,7 +90,7 @@ def load_prompts(source: str, split: str, tokenizer=None, n: int | None = None, 
     if source != "imdb":
         raise ValueError(f"source must be 'local' or 'imdb', got {source!r}")
 
-    def load(offline: bool):
+    def load(offline: bool):  # datasets has no per-call offline switch: once offline, it stays so in this process
         datasets.config.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE or offline
         return datasets.load_dataset("stanfordnlp/imdb", split=split)
 

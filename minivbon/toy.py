@@ -54,10 +54,10 @@ class TabularPolicy(nn.Module):
     def states(self, tokens: Tensor) -> Tensor:
         """Table row used at each position: (B, L) from tokens (B, L) (only the prefix matters)."""
         b, v = tokens.shape[0], self.vocab
-        out = torch.empty_like(tokens)
         if self.context == "previous":
             prev = torch.cat([torch.full((b, 1), v), tokens[:, :-1]], 1)
             return torch.arange(self.length) * (v + 1) + prev
+        out = torch.empty_like(tokens)
         code, offset = torch.zeros(b, dtype=torch.long), 0
         for t in range(self.length):
             out[:, t] = offset + code
