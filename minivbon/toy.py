@@ -81,9 +81,8 @@ class TabularPolicy(nn.Module):
             tokens[:, t] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         return Samples(prompts.tolist(), tokens, torch.ones_like(tokens, dtype=torch.bool))
 
-    @torch.no_grad()
     def log_probs_all(self, strings: Tensor) -> Tensor:
-        """Exact log q(y | prompt) of every string (S, L), for every prompt: (P, S)."""
+        """Exact log q(y | prompt) of every string (S, L), for every prompt: (P, S); differentiable."""
         p = self.logits.shape[0]
         samples = Samples(torch.arange(p).repeat_interleave(len(strings)).tolist(), strings.repeat(p, 1),
                           torch.ones(p * len(strings), self.length, dtype=torch.bool))
@@ -117,6 +116,7 @@ class StringWorld:
         """The reference model as a frozen policy."""
         return TabularPolicy.from_first_order(self.ref_logits, context).requires_grad_(False)
 
+    @torch.no_grad()
     def ref_log_probs(self) -> Tensor:
         """Exact log pi(y | prompt) of every string: (P, S)."""
         return self.reference().log_probs_all(self.strings)
@@ -130,6 +130,7 @@ class StringWorld:
         """Exact pi_bon of every string for every prompt: (P, S)."""
         return bon_probs(self.ref_log_probs().exp(), self.rewards_all(), n)
 
+    @torch.no_grad()
     def exact_metrics(self, policy: TabularPolicy, n: int) -> dict:
         """Averaged over prompts, by enumeration: KL(q || pi_bon), KL(q || pi), E_q[r], win rate of q vs pi."""
         q = policy.log_probs_all(self.strings).double().exp()  # (P, S)

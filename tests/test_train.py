@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from minivbon.toy import TabularPolicy, make_world
-from minivbon.train import Samples, TrainConfig, Trainer, reference_cdf, rl_loss, rloo_advantages, train
+from minivbon.train import TrainConfig, Trainer, reference_cdf, rl_loss, rloo_advantages, train
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_policy_gradient_is_unbiased(setup):
     with torch.no_grad():
         pol.logits.add_(0.5 * torch.randn(pol.logits.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     beta = 0.7
-    q = torch.exp(pol.token_log_probs(Samples([0] * 8, world.strings, torch.ones(8, 3, dtype=torch.bool))).sum(-1))
+    q = pol.log_probs_all(world.strings)[0].exp()  # (8,) with gradient
     p, r = world.ref_log_probs().exp()[0], world.rewards_all()[0]
     exact_obj = (q * r).sum() - beta * (q * (torch.log(q) - p.log())).sum()
     (exact_grad,) = torch.autograd.grad(exact_obj, pol.logits)
