@@ -51,7 +51,7 @@ def reward_cdf(probs, rewards) -> tuple[Tensor, Tensor]:
     """Reference CDF of the reward at each outcome: ``(F_lt, F_le)``, each (..., K).
 
     F_lt(y) = sum_{y': r(y') < r(y)} pi(y'),  F_le(y) = sum_{y': r(y') <= r(y)} pi(y').
-    O(K log K) per prompt (one sort, two binary searches).
+    O(K log K) per prompt: one sort, then a linear scan for the tie classes.
     """
     p = check_probs(probs)
     f_lt, f_le, _, _, order = _sorted_cdf(p, check_rewards(rewards, p))
