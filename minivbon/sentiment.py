@@ -23,8 +23,7 @@ from torch import Tensor
 from .checks import check_int
 from .lm import LMPolicy, from_pretrained, hub_guard, load_policy
 from .objectives import EmpiricalCDF
-from .objectives import kl_k3
-from .train import Samples, reference_cdf
+from .train import Samples, reference_cdf, sequence_log_probs
 
 DATA = Path(os.environ.get("MINIVBON_DATA", Path(__file__).resolve().parents[1] / "data"))
 BACKENDS = {
@@ -167,8 +166,7 @@ def evaluate_policy(task: SentimentTask, policy: LMPolicy, prompts: list, cdf: E
     k3 summed over generated tokens, and the texts."""
     samples = policy.sample([p for p in prompts for _ in range(samples_per_prompt)], torch.Generator().manual_seed(seed))
     reward = task.reward_fn(samples)
-    logp, ref = policy.token_log_probs(samples), task.reference.token_log_probs(samples)
-    mask = samples.mask.to(logp.device)
+    logp, ref, k3 = sequence_log_probs(policy, task.reference, samples)
     return {"reward": reward.mean().item(), "win_rate": cdf.win_rate(samples.prompt_ids, reward).mean().item(),
-            "kl_k1": ((logp - ref) * mask).sum(-1).mean().item(), "kl_k3": (kl_k3(logp, ref) * mask).sum(-1).mean().item(),
-            "texts": samples.extra["texts"], "rewards": reward}
+            "kl_k1": (logp - ref).mean().item(), "kl_k3": k3.mean().item(), "texts": samples.extra["texts"],
+            "rewards": reward}

@@ -104,20 +104,23 @@ def task_reward(method: str, n: int, raw: Tensor, prompt_ids: list, log_ref: Ten
     return vbon_reward(log_f, n, log_ref=log_ref if method == "vbon" else None)
 
 
-def rl_loss(policy: nn.Module, reference: nn.Module, samples: Samples, raw_reward: Tensor,
-            config: TrainConfig, cdf: EmpiricalCDF | None = None) -> tuple[Tensor, dict]:
-    """RLOO surrogate loss for k samples per prompt (grouped contiguously) and its statistics."""
+def sequence_log_probs(policy: nn.Module, reference: nn.Module, samples: Samples) -> tuple[Tensor, Tensor, Tensor]:
+    """(log q(y), log pi(y), k3(y)), each (B,), summed over generated tokens; log q keeps its gradient."""
     logp = policy.token_log_probs(samples)  # (B, T)
     with torch.no_grad():
         ref = reference.token_log_probs(samples)
     mask = samples.mask.to(logp.device)
-    logp_seq = (logp * mask).sum(-1)  # (B,)
-    ref_seq = (ref * mask).sum(-1)
+    return (logp * mask).sum(-1), (ref * mask).sum(-1), (kl_k3(logp.detach(), ref) * mask).sum(-1)
+
+
+def rl_loss(policy: nn.Module, reference: nn.Module, samples: Samples, raw_reward: Tensor,
+            config: TrainConfig, cdf: EmpiricalCDF | None = None) -> tuple[Tensor, dict]:
+    """RLOO surrogate loss for k samples per prompt (grouped contiguously) and its statistics."""
+    logp_seq, ref_seq, k3 = sequence_log_probs(policy, reference, samples)
     k1 = logp_seq.detach() - ref_seq
     task = task_reward(config.method, config.n, raw_reward.cpu(), samples.prompt_ids, ref_seq.cpu(), cdf).to(k1)
     adv = rloo_advantages(task - config.kl_coef * k1, config.k)
     loss = -(adv * logp_seq).mean()
-    k3 = (kl_k3(logp.detach(), ref) * mask).sum(-1)
     return loss, {"reward": raw_reward.double().mean().item(), "task_reward": task.mean().item(),
                   "kl_k1": k1.mean().item(), "kl_k3": k3.mean().item()}
 
