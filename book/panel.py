@@ -1,101 +1,213 @@
 """Chapter 5's training helpers: a live reward/KL plot and an ipywidgets control panel.
 
-The plot updates in place through a display handle (not clear_output), so it works under nbval
-and in a saved notebook. The panel trains in a background thread, so its Stop button stays
-responsive; stopping keeps the history.
+Both draw with a matplotlib ``Figure`` rendered to PNG bytes on the Agg canvas, never with pyplot, so
+drawing from the panel's training thread is safe. Where the picture goes:
+
+- in a cell that trains in the foreground, a display handle (``LivePlot(title)``), so the saved
+  notebook keeps the final picture for readers;
+- in the panel, an ``ipywidgets.Image`` whose ``value`` is replaced. JupyterLab applies widget
+  updates sent from any thread, but not display-handle updates inside an ``Output`` widget.
+
+The panel runs one training at a time in a background thread. A run's settings are read once, at
+the click; during a run the controls are locked and only Stop is live; Stop keeps the history. When
+a run ends it is scored on the held-out prompts next to BoN(N).
 """
 from __future__ import annotations
 
+import html
+import io
+import math
 import threading
+import warnings
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
-from IPython.display import display
+import torch
+from IPython.display import Image, display
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 import minivbon as mv
+from minivbon import sentiment
+from notebook_widgets import Interactive
 
 
 class LivePlot:
     """Mean reward and KL estimate (k1) of the training batches against the step, redrawn in place."""
 
-    def __init__(self, title: str = ""):
-        self.fig, (self.ax_r, self.ax_kl) = plt.subplots(1, 2, figsize=(9, 3))
-        self.title = title
-        self.handle = display(self.fig, display_id=True)
-        plt.close(self.fig)
+    def __init__(self, title: str = "", image: widgets.Image | None = None):
+        self.fig = Figure(figsize=(9, 3), dpi=80)
+        FigureCanvasAgg(self.fig)
+        self.ax_r, self.ax_kl = self.fig.subplots(1, 2)
+        self.title, self.image, self.handle = title, image, None
+        self.draw([])
+        if image is None:  # foreground training: a display handle, kept in the saved notebook
+            self.handle = display(Image(self.png()), display_id=True)
 
-    def update(self, trainer: mv.Trainer) -> None:
-        if self.handle is None:  # not in a notebook: nothing to draw on
-            return
-        steps = [h["step"] for h in trainer.history if "reward" in h]
-        for ax, key, label in [(self.ax_r, "reward", "mean reward of batch"), (self.ax_kl, "kl_k1", "KL estimate k1 (nats)")]:
+    def png(self) -> bytes:
+        buffer = io.BytesIO()
+        self.fig.savefig(buffer, format="png")
+        return buffer.getvalue()
+
+    def draw(self, history: list[dict]) -> None:
+        rows = [h for h in history if "reward" in h]
+        for ax, key, label in [(self.ax_r, "reward", "mean reward of batch"),
+                               (self.ax_kl, "kl_k1", "KL estimate k1 (nats)")]:
             ax.clear()
-            ax.plot(steps, [h[key] for h in trainer.history if "reward" in h])
-            ax.set_xlabel("step")
+            ax.plot([h["step"] for h in rows], [h[key] for h in rows], "o-", ms=3)
+            ax.set_xlabel("training step")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
+            if not rows:
+                ax.text(0.5, 0.5, "waiting for the first step", ha="center", va="center", transform=ax.transAxes)
         self.fig.suptitle(self.title)
         self.fig.tight_layout()
-        self.handle.update(self.fig)
+
+    def update(self, trainer: mv.Trainer) -> None:
+        self.draw(trainer.history)
+        if self.image is not None:
+            self.image.value = self.png()
+        elif self.handle is not None:
+            self.handle.update(Image(self.png()))
 
 
 def train_method(task, cdf, method: str, n: int, beta: float | None, preset: dict, plot: LivePlot | None = None,
-                 stop: threading.Event | None = None, steps: int | None = None) -> mv.Trainer:
-    """Train a fresh copy of the reference with one method; update ``plot`` every few steps; ``stop`` ends early."""
+                 stop: threading.Event | None = None, steps: int | None = None, every: int = 5) -> mv.Trainer:
+    """Train a fresh copy of the reference with one method; redraw ``plot`` every ``every`` steps and at the
+    end; ``stop`` ends the run early (its history is kept)."""
     config = mv.TrainConfig(method=method, n=n, beta=beta, k=preset["k"], prompts_per_step=preset["prompts_per_step"],
                             steps=steps or preset["steps"], lr=preset["lr"], seed=preset["seed"])
 
     def callback(trainer):
-        if plot is not None and (trainer.step % 5 == 0 or trainer.step == config.steps):
+        if plot is not None and (trainer.step % every == 0 or trainer.step == config.steps or stop_requested()):
             plot.update(trainer)
-        if stop is not None and stop.is_set():
+        if stop_requested():
             raise KeyboardInterrupt
+
+    def stop_requested():
+        return stop is not None and stop.is_set()
 
     policy = task.reference.clone(trainable=True)
     return mv.train(policy, task.reference, task.train_prompts, task.reward_fn, config, cdf=cdf, callback=callback,
                     progress=False)
 
 
-def control_panel(task, cdf, preset: dict, results: dict) -> widgets.VBox:
-    """Sliders for N and beta (beta tied to 1/(N-1) by a toggle), a method selector, a steps box, Train and
-    Stop buttons and a live plot. Each finished (or stopped) run is stored in ``results[label]``."""
-    n = widgets.IntSlider(value=4, min=2, max=32, description="N")
-    beta = widgets.FloatLogSlider(value=1 / 3, base=10, min=-2, max=0.5, description="beta")
-    tie = widgets.Checkbox(value=True, description="beta = 1/(N-1)")
-    method = widgets.Dropdown(options=["vbon", "vbon-l", "kl-rl", "bon-sft"], value="vbon", description="method")
-    steps = widgets.BoundedIntText(value=preset["steps"], min=1, max=10_000, description="steps")
-    train, halt = widgets.Button(description="Train", button_style="success"), widgets.Button(description="Stop")
-    status, out = widgets.Label("ready"), widgets.Output()
-    stop = threading.Event()
+def bon_win_rate(cdf: mv.EmpiricalCDF, n: int) -> float:
+    """BoN(n)'s win rate against the reference, exact for the empirical reference law of each prompt:
+    its M reference rewards, each with probability 1/M (ties count half). Averaged over prompts."""
+    rates = []
+    for row, m in zip(cdf.sorted, cdf.counts.tolist()):
+        rewards = row[:m]
+        probs = torch.full((m,), 1.0 / m, dtype=torch.float64)
+        rates.append(mv.win_rate(mv.bon_probs(probs, rewards, n), probs, rewards).item())
+    return sum(rates) / len(rates)
 
-    def sync(_=None):
-        beta.disabled = tie.value
-        if tie.value:
-            beta.value = 1 / (n.value - 1)
 
-    def run():
-        label = f"{method.value} N={n.value} beta={beta.value:.3g}"
+class ControlPanel(Interactive):
+    """Sliders for N and beta (beta tied to 1/(N-1) by a toggle), a method, a number of steps, Train and Stop,
+    a live plot, a status line and a report. Finished (or stopped) runs are stored in ``results[label]``."""
+
+    def __init__(self, task, cdf, preset: dict, results: dict, test_cdf: mv.EmpiricalCDF | None = None,
+                 every: int = 2):
+        wide = widgets.Layout(width="320px")
+        self.n = widgets.IntSlider(value=4, min=2, max=32, description="N", continuous_update=False, layout=wide)
+        self.beta = widgets.FloatLogSlider(value=1 / 3, base=10, min=-2, max=0.5, description="beta",
+                                           continuous_update=False, readout_format=".3f", layout=wide)
+        self.tie = widgets.Checkbox(value=True, description="beta = 1/(N-1)", indent=False,
+                                    layout=widgets.Layout(width="150px"))
+        self.method = widgets.Dropdown(options=["vbon", "vbon-l", "kl-rl", "bon-sft"], value="vbon",
+                                       description="method", layout=widgets.Layout(width="220px"))
+        self.steps = widgets.BoundedIntText(value=preset["steps"], min=1, max=10_000, description="steps",
+                                            layout=widgets.Layout(width="180px"))
+        self.train = widgets.Button(description="Train", button_style="success")
+        self.halt = widgets.Button(description="Stop", disabled=True)
+        self.status = widgets.HTML("ready")
+        self.report = widgets.HTML("")
+        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+        self.task, self.cdf, self.test_cdf, self.preset, self.results, self.every = task, cdf, test_cdf, preset, results, every
+        self.stop, self.thread, self.runs_started = threading.Event(), None, 0
+        self.inputs = [self.n, self.beta, self.tie, self.method, self.steps]
+        self.n.observe(self._sync, "value")
+        self.tie.observe(self._sync, "value")
+        self.train.on_click(self._start)
+        self.halt.on_click(lambda _: self.stop.set())
+        self._sync()
+        wrap = widgets.Layout(flex_flow="row wrap")
+        super().__init__([widgets.HBox([self.n, self.tie, self.beta], layout=wrap),
+                          widgets.HBox([self.method, self.steps, self.train, self.halt], layout=wrap),
+                          self.status, self.image, self.report],
+                         note="training control panel")
+
+    def _sync(self, _=None) -> None:
+        self.beta.disabled = self.tie.value or self.running
+        if self.tie.value:
+            self.beta.value = 1 / (self.n.value - 1)
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def settings(self) -> dict:
+        """The run's settings, read from the controls now (at the click)."""
+        method, n = self.method.value, self.n.value
+        beta = None if self.tie.value and method != "kl-rl" else float(self.beta.value)
+        return {"method": method, "n": n, "beta": beta, "steps": self.steps.value}
+
+    def _lock(self, locked: bool) -> None:
+        for w in self.inputs:
+            w.disabled = locked
+        self.train.disabled, self.halt.disabled = locked, not locked
+        if not locked:
+            self._sync()
+
+    def _start(self, _=None) -> None:
+        if self.running:  # a second click while a run is on: ignored (click handlers run one at a time)
+            return
+        run = self.settings()
+        beta_text = f"{run['beta']:.3g}" if run["beta"] is not None else f"1/(N-1) = {1 / (run['n'] - 1):.3g}"
+        self.runs_started += 1
+        label = f"{run['method']} N={run['n']} beta={beta_text} steps={run['steps']} (run {self.runs_started})"
+        self.stop.clear()
+        self._lock(True)
+        self.status.value = f"training: {label}"
+        self.report.value = ""
+        self.thread = threading.Thread(target=self._run, args=(run, label), daemon=True)
+        self.thread.start()
+
+    def _run(self, run: dict, label: str) -> None:
+        notes = []
         try:
-            with out:
-                plot = LivePlot(label)
-            fixed_beta = None if tie.value and method.value != "kl-rl" else beta.value
-            trainer = train_method(task, cdf, method.value, n.value, fixed_beta, preset, plot, stop, steps.value)
-            results[label] = trainer
-            status.value = f"{'stopped' if trainer.interrupted else 'done'}: {label}, {trainer.step} steps (history kept)"
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                plot = LivePlot(label, image=self.image)
+                self.image.value = plot.png()
+                trainer = train_method(self.task, self.cdf, run["method"], run["n"], run["beta"], self.preset, plot,
+                                       self.stop, run["steps"], self.every)
+                self.results[label] = trainer
+                done = "stopped" if trainer.interrupted else "done"
+                self.status.value = f"{done}: {label}, {trainer.step} steps; scoring on held-out prompts..."
+                self.report.value = self.score(trainer, run["n"])
+                self.status.value = f"{done}: {label}, {trainer.step} steps (history kept in results)"
+            notes = [f"{w.category.__name__}: {w.message}" for w in caught]
         except Exception as e:  # a failed run must not leave the panel stuck
-            status.value = f"failed: {label}: {e}"
+            self.status.value = html.escape(f"failed: {label}: {type(e).__name__}: {e}")
         finally:
-            train.disabled = False
+            if notes:
+                self.report.value += "<br>" + "<br>".join(f"<code>{html.escape(n)}</code>" for n in notes[:5])
+            self._lock(False)
 
-    def start(_):
-        stop.clear()
-        train.disabled = True
-        status.value = "training..."
-        threading.Thread(target=run, daemon=True).start()
+    def score(self, trainer: mv.Trainer, n: int) -> str:
+        """Held-out win rate and KL of the trained policy, next to BoN(n)'s, as one HTML line."""
+        if self.test_cdf is None:
+            return ""
+        spp = self.preset.get("samples_per_prompt", 4)
+        e = sentiment.evaluate_policy(self.task, trainer.policy, self.task.test_prompts, self.test_cdf, spp, seed=3)
+        wins = self.test_cdf.win_rate([p for p in self.task.test_prompts for _ in range(spp)], e["rewards"])
+        se = wins.std().item() / math.sqrt(wins.numel())
+        return (f"held-out ({wins.numel()} samples): <b>win rate {e['win_rate']:.3f} ± {se:.3f}</b>, "
+                f"KL k1 {e['kl_k1']:.2f} / k3 {e['kl_k3']:.2f} nats &nbsp;|&nbsp; "
+                f"BoN({n}): win rate {bon_win_rate(self.test_cdf, n):.3f}, KL ≤ {mv.bon_kl_bound(n):.2f} (bound)")
 
-    n.observe(sync, "value")
-    tie.observe(sync, "value")
-    train.on_click(start)
-    halt.on_click(lambda _: stop.set())
-    sync()
-    return widgets.VBox([widgets.HBox([n, tie, beta]), widgets.HBox([method, steps, train, halt]), status, out])
+
+def control_panel(task, cdf, preset: dict, results: dict, test_cdf: mv.EmpiricalCDF | None = None) -> ControlPanel:
+    """Build the panel (display it as the last expression of a cell)."""
+    return ControlPanel(task, cdf, preset, results, test_cdf)

@@ -5,12 +5,14 @@ with a sequence-level reward R(y) = task_reward(y) - beta * k1(y), where
 k1 = log q(y) - log pi(y) over generated tokens, and follow
 grad = mean[(R - mean of the other k-1 rewards of its prompt) * grad log q(y)].
 
-| method   | task_reward(y)                          | beta            |
-|----------|-----------------------------------------|-----------------|
-| vbon     | log_bon_ratio(log F_hat, log pi, n)/(n-1) | 1/(n-1)       |
-| vbon-l   | log F_hat(r(y))                         | 1/(n-1)         |
-| kl-rl    | r(y)                                    | given           |
-| bon-sft  | maximum likelihood on the best of n reference samples (no RL) |
+The methods differ only in the task reward and beta::
+
+    | method   | task_reward(y)                          | beta            |
+    |----------|-----------------------------------------|-----------------|
+    | vbon     | log_bon_ratio(log F_hat, log pi, n)/(n-1) | 1/(n-1)       |
+    | vbon-l   | log F_hat(r(y))                         | 1/(n-1)         |
+    | kl-rl    | r(y)                                    | given           |
+    | bon-sft  | maximum likelihood on the best of n reference samples (no RL) |
 
 A policy is any ``nn.Module`` with ``sample(prompt_ids, generator) -> Samples``
 and ``token_log_probs(samples) -> (B, T)`` log-probs of each token (masked

@@ -1,13 +1,22 @@
-"""Chapter 5's control panel (book/panel.py): Train runs in a thread, Stop ends it and keeps the history."""
+"""Chapter 5's control panel (book/panel.py), driven through its Python callbacks.
+
+tests/test_browser.py uses the same panel with the mouse in JupyterLab; these tests pin the rules
+that make it safe: one run at a time, settings read at the click, controls locked during a run, Stop
+keeps the history, a failure or a warning is reported in the panel, the plot is drawn without pyplot.
+"""
 import sys
+import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book"))
 import panel  # noqa: E402
 
+import minivbon as mv  # noqa: E402
 import minivbon.sentiment as sent  # noqa: E402
 
 
@@ -15,8 +24,9 @@ import minivbon.sentiment as sent  # noqa: E402
 def setup():
     task = sent.load_task("local", n_train=8, n_test=4, max_new_tokens=8)
     cdf = sent.reference_cdf(task.reference, task.train_prompts, task.reward_fn, 8)
-    preset = dict(steps=3, prompts_per_step=2, k=2, lr=1e-4, seed=0)
-    return task, cdf, preset
+    test_cdf = sent.reference_cdf(task.reference, task.test_prompts, task.reward_fn, 8, torch.Generator().manual_seed(1))
+    preset = dict(steps=3, prompts_per_step=2, k=2, lr=1e-4, seed=0, samples_per_prompt=2)
+    return task, cdf, test_cdf, preset
 
 
 def wait_for(condition, limit=120):
@@ -27,33 +37,97 @@ def wait_for(condition, limit=120):
     raise AssertionError("the panel's training thread did not finish")
 
 
-def widgets_of(box):
-    out = []
-    for child in box.children:
-        out += widgets_of(child) if hasattr(child, "children") else [child]
-    return out
-
-
-def test_train_button_trains_and_stop_keeps_the_history(setup):
-    task, cdf, preset = setup
+def test_train_runs_once_with_the_settings_of_the_click(setup):
+    task, cdf, test_cdf, preset = setup
     results = {}
-    box = panel.control_panel(task, cdf, preset, results)
-    n, tie, beta, method, steps, train, halt, status = [w for w in widgets_of(box)
-                                                       if not w.__class__.__name__ == "Output"]
-    assert beta.disabled and beta.value == pytest.approx(1 / 3)  # tied to 1/(N-1) for N = 4
-    n.value = 5
-    assert beta.value == pytest.approx(1 / 4)
+    p = panel.control_panel(task, cdf, preset, results, test_cdf)
+    assert p.beta.disabled and p.beta.value == pytest.approx(1 / 3)  # tied to 1/(N-1) for N = 4
+    p.n.value = 5
+    assert p.beta.value == pytest.approx(1 / 4)
+    gate = threading.Event()
+    real_train = panel.train_method
 
-    train.click()
-    wait_for(lambda: not train.disabled)
+    def held(*args, **kwargs):  # hold the run until the test has clicked and changed things
+        gate.wait(60)
+        return real_train(*args, **kwargs)
+
+    panel.train_method = held
+    try:
+        p.train.click()
+        p.train.click()  # a double-click: the second is ignored
+        assert all(w.disabled for w in p.inputs) and p.train.disabled and not p.halt.disabled
+        p.n.value = 9  # a locked control changed by code: the running job keeps the settings of the click
+        gate.set()
+        wait_for(lambda: not p.running)
+    finally:
+        panel.train_method = real_train
     (label, trainer), = results.items()
-    assert "vbon N=5" in label and trainer.step == 3 and len(trainer.history) == 3 and not trainer.interrupted
+    assert "vbon N=5" in label and trainer.config.n == 5 and trainer.step == 3 and not trainer.interrupted
+    assert p.runs_started == 1 and "done" in p.status.value
+    assert "win rate" in p.report.value and "BoN(5)" in p.report.value
+    assert not p.train.disabled and p.halt.disabled and not any(w.disabled for w in p.inputs if w is not p.beta)
+    assert p.image.value[:8] == b"\x89PNG\r\n\x1a\n"  # the live plot was drawn
 
-    steps.value = 10_000
-    method.value = "kl-rl"
-    train.click()
-    halt.click()  # stop right away: the run ends early and its history is kept
-    wait_for(lambda: len(results) == 2)
-    stopped = results[[k for k in results if k.startswith("kl-rl")][0]]
+
+def test_stop_keeps_the_history(setup):
+    task, cdf, test_cdf, preset = setup
+    results = {}
+    p = panel.control_panel(task, cdf, preset, results)
+    p.steps.value = 10_000
+    p.method.value = "kl-rl"
+    p.tie.value = False
+    p.train.click()
+    p.halt.click()  # stop right away: the run ends early and its history is kept
+    wait_for(lambda: not p.running)
+    (stopped,) = results.values()
     assert stopped.interrupted and stopped.step < 10_000 and len(stopped.history) == stopped.step
-    assert "stopped" in status.value
+    assert "stopped" in p.status.value and not p.train.disabled
+
+
+def test_a_failed_run_is_reported_and_unlocks_the_panel(setup, monkeypatch):
+    task, cdf, test_cdf, preset = setup
+    p = panel.control_panel(task, cdf, preset, {})
+
+    def broken(*args, **kwargs):
+        warnings.warn("a warning the student should see")
+        raise RuntimeError("reward model <unavailable>")
+
+    monkeypatch.setattr(panel, "train_method", broken)
+    p.train.click()
+    wait_for(lambda: not p.running)
+    assert "failed" in p.status.value and "&lt;unavailable&gt;" in p.status.value  # escaped for HTML
+    assert not p.train.disabled and not p.method.disabled
+
+
+def test_warnings_of_a_run_show_in_the_panel(setup, monkeypatch):
+    task, cdf, test_cdf, preset = setup
+    p = panel.control_panel(task, cdf, preset, {})
+    real = panel.train_method
+
+    def noisy(*args, **kwargs):
+        warnings.warn("learning rate looks large")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(panel, "train_method", noisy)
+    p.train.click()
+    wait_for(lambda: not p.running)
+    assert "UserWarning: learning rate looks large" in p.report.value
+
+
+def test_live_plot_draws_without_pyplot(setup):
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    plot = panel.LivePlot("t", image=panel.widgets.Image())
+    plot.draw([{"step": 1, "reward": 0.1, "kl_k1": 0.0}, {"step": 2, "reward": 0.2, "kl_k1": 0.1}])
+    assert plot.png()[:4] == b"\x89PNG" and plt.get_fignums() == before
+
+
+def test_bon_win_rate_plug_in_matches_the_continuous_formula():
+    # distinct rewards: BoN(n) against the empirical law of M atoms has win rate sum_j pi_bon(j) (j + 1/2) / M
+    m, n = 50, 4
+    cdf = mv.EmpiricalCDF(torch.randn(3, m, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    j = torch.arange(m, dtype=torch.float64)
+    bon = ((j + 1) / m) ** n - (j / m) ** n  # pi_bon of the j-th smallest atom
+    assert panel.bon_win_rate(cdf, n) == pytest.approx(((j + 0.5) / m * bon).sum().item(), abs=1e-12)
+    assert panel.bon_win_rate(cdf, 1) == pytest.approx(0.5, abs=1e-12)
