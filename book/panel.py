@@ -184,7 +184,7 @@ class ControlPanel(Interactive):
                                        self.stop, run["steps"], self.every)
                 self.results[label] = trainer
                 done = "stopped" if trainer.interrupted else "done"
-                self.status.value = f"{done}: {label}, {trainer.step} steps; scoring on held-out prompts..."
+                self.status.value = f"scoring on held-out prompts ({done} after {trainer.step} steps): {label}"
                 self.report.value = self.score(trainer, run["n"])
                 self.status.value = f"{done}: {label}, {trainer.step} steps (history kept in results)"
             notes = [f"{w.category.__name__}: {w.message}" for w in caught]

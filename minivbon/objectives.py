@@ -72,14 +72,30 @@ class EmpiricalCDF:
         m = self.counts[rows].view(-1, *[1] * (r.dim() - 1)).expand(r.shape)
         return below, at_most.minimum(m), m  # +inf padding never counts as a reference
 
-    def log_cdf(self, prompt_ids, rewards) -> Tensor:
-        """log F_hat(r) = log((#{j: r_j < r} + 1) / (M + 1)), shaped like rewards (B, ...).
+    def tie_counts(self, prompt_ids, rewards) -> tuple[Tensor, Tensor, Tensor]:
+        """#{j: r_j < r}, #{j: r_j = r} and M for each sample, each shaped like rewards (B, ...)."""
+        below, at_most, m = self._ranks(prompt_ids, rewards)
+        return below, at_most - below, m
 
-        ``prompt_ids`` has one id per row of ``rewards``. The +1 keeps the
-        log finite: it never goes below -log(M + 1).
+    def log_cdf(self, prompt_ids, rewards, ties: str = "below") -> Tensor:
+        """log of a smoothed reward CDF at r, shaped like rewards (B, ...).
+
+        ``ties="below"`` (the paper's code): F_hat = (#{r_j < r} + 1) / (M + 1); a tie counts as a loss.
+        ``ties="mid"``: the mid-rank F_mid = (#{r_j < r} + #{r_j = r}/2 + 1) / (M + 1), an estimate of
+        F_lt + pi(G)/2. The two agree when no reference ties with r. ``prompt_ids`` has one id per row
+        of ``rewards``. The +1 keeps the log finite: it never goes below -log(M + 1).
         """
-        below, _, m = self._ranks(prompt_ids, rewards)
-        return torch.log((below + 1).double() / (m + 1))
+        if ties not in ("below", "mid"):
+            raise ValueError(f"ties must be 'below' or 'mid', got {ties!r}")
+        below, equal, m = self.tie_counts(prompt_ids, rewards)
+        count = below.double() + 1 + (equal.double() / 2 if ties == "mid" else 0)
+        return torch.log(count / (m + 1))
+
+    def log_tie_mass(self, prompt_ids, rewards) -> Tensor:
+        """log pi_hat(G) = log(#{r_j = r} / (M + 1)), the reference mass of r's tie class; -inf where no
+        reference ties with r (the class is then y alone, of mass pi(y), which only the model knows)."""
+        _, equal, m = self.tie_counts(prompt_ids, rewards)
+        return torch.log(equal.double() / (m + 1))
 
     def win_rate(self, prompt_ids, rewards) -> Tensor:
         """Per sample, the fraction of references it beats, ties counted half: (#< + #=/2) / M."""
@@ -117,19 +133,48 @@ def log_bon_ratio(log_cdf, log_ref, n: int) -> Tensor:
     return terms.logsumexp(-1)
 
 
-def vbon_reward(log_cdf, n: int, log_ref=None) -> Tensor:
+def log_bon_ratio_ties(log_cdf, log_class, n: int) -> Tensor:
+    """Exact log(pi_bon(y) / pi(y)) with ties, shaped like the inputs.
+
+    With a = F_lt(y) = exp(log_cdf), g = pi(G(y)) = exp(log_class) the mass of y's tie class
+    and b = F_le(y) = a + g, BoN picks the class with probability b^n - a^n and y inside it
+    with probability pi(y)/g, so
+
+        pi_bon(y) / pi(y) = (b^n - a^n) / (b - a) = sum_{j=0..n-1} a^j b^(n-1-j),
+
+    a logsumexp over j (the difference b^n - a^n would cancel). With g = pi(y) (no ties) it
+    equals :func:`log_bon_ratio`. It is >= log n + (n-1) log((a + b)/2), the mid-rank bound,
+    because x^(n-1) is convex.
+    """
+    n = check_int(n, "n")
+    la = _log_prob(log_cdf, "log_cdf")
+    lg = broadcast_to(_log_prob(log_class, "log_class").to(la.dtype), la.shape, "log_class")
+    lb = torch.logaddexp(la, lg)
+    j = torch.arange(n, dtype=la.dtype)  # (n,)
+    return (_times(j, la[..., None]) + _times(n - 1 - j, lb[..., None])).logsumexp(-1)
+
+
+def vbon_reward(log_cdf, n: int, log_ref=None, log_tie_mass=None) -> Tensor:
     """Per-sample reward for vBoN as KL-regularised RL with beta = 1/(n-1).
 
     vBoN (exact, needs ``log_ref`` = log pi(y)): minimising KL(q || pi_bon) is
     maximising E_q[log(pi_bon/pi)/(n-1)] - 1/(n-1) KL(q || pi); reward
-    ``log_bon_ratio(log_cdf, log_ref, n) / (n-1)``.
+    ``log_bon_ratio(log_cdf, log_ref, n) / (n-1)``, with ``log_cdf`` = log F_lt. With ties,
+    pass ``log_tie_mass`` = log of the estimated mass of y's tie class: the class mass used is
+    g = max(that, pi(y)) and the reward ``log_bon_ratio_ties(log_cdf, log g, n) / (n-1)``.
 
     vBoN-L (lower bound, ``log_ref=None``): keep only the i = 1 term,
     log n + (n-1) log F; divided by n-1 and without the constant, reward
-    ``log F``: maximise E_q[log F] - 1/(n-1) KL(q || pi). Needs n >= 2.
+    ``log F``: maximise E_q[log F] - 1/(n-1) KL(q || pi). Needs n >= 2. With ties pass the
+    mid-rank F_mid = F_lt + pi(G)/2 as ``log_cdf``: the bound still holds and is tighter.
     """
     n = check_int(n, "n", minimum=2)
-    return _log_prob(log_cdf, "log_cdf") if log_ref is None else log_bon_ratio(log_cdf, log_ref, n) / (n - 1)
+    if log_ref is None:
+        return _log_prob(log_cdf, "log_cdf")
+    if log_tie_mass is None:
+        return log_bon_ratio(log_cdf, log_ref, n) / (n - 1)
+    lr = _log_prob(log_ref, "log_ref")
+    return log_bon_ratio_ties(log_cdf, torch.maximum(_log_prob(log_tie_mass, "log_tie_mass").to(lr.dtype), lr), n) / (n - 1)
 
 
 def kl_k1(logp, logp_ref) -> Tensor:

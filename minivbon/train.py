@@ -66,10 +66,13 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW's decay pulls weights to 0, not to the reference: off by default
     seed: int = 0
     eval_every: int = 10
+    ties: str = "paper"  # vbon/vbon-l rewards: "paper" (a tie counts as a loss) or "aware" of tied rewards
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.ties not in ("aware", "paper"):
+            raise ValueError(f"ties must be 'aware' or 'paper', got {self.ties!r}")
         check_int(self.n, "n", minimum=2 if self.method != "kl-rl" else 1)
         check_int(self.k, "k", minimum=2 if self.method != "bon-sft" else 1)
         for name in ("prompts_per_step", "steps", "eval_every"):
@@ -96,14 +99,22 @@ def rloo_advantages(rewards: Tensor, k: int) -> Tensor:
 
 
 def task_reward(method: str, n: int, raw: Tensor, prompt_ids: list, log_ref: Tensor,
-                cdf: EmpiricalCDF | None) -> Tensor:
-    """Per-sample task reward of ``method`` (table above): (B,)."""
+                cdf: EmpiricalCDF | None, ties: str = "paper") -> Tensor:
+    """Per-sample task reward of ``method`` (table above): (B,).
+
+    ``ties="aware"``: vbon uses the tie-aware exact ratio, with y's class mass max(#ties/(M+1), pi(y)),
+    and vbon-l the mid-rank log F_mid; ``ties="paper"``: both use F_hat = (#below + 1)/(M + 1), as the
+    paper's code does. Without tied rewards the two agree.
+    """
     if method == "kl-rl":
         return raw
     if cdf is None:
         raise ValueError(f"method {method!r} needs an EmpiricalCDF of reference rewards (cdf=...)")
-    log_f = cdf.log_cdf(prompt_ids, raw)
-    return vbon_reward(log_f, n, log_ref=log_ref if method == "vbon" else None)
+    aware = ties == "aware"
+    if method == "vbon-l":
+        return vbon_reward(cdf.log_cdf(prompt_ids, raw, ties="mid" if aware else "below"), n)
+    log_mass = cdf.log_tie_mass(prompt_ids, raw) if aware else None
+    return vbon_reward(cdf.log_cdf(prompt_ids, raw), n, log_ref=log_ref, log_tie_mass=log_mass)
 
 
 def sequence_log_probs(policy: nn.Module, reference: nn.Module, samples: Samples) -> tuple[Tensor, Tensor, Tensor]:
@@ -120,7 +131,8 @@ def rl_loss(policy: nn.Module, reference: nn.Module, samples: Samples, raw_rewar
     """RLOO surrogate loss for k samples per prompt (grouped contiguously) and its statistics."""
     logp_seq, ref_seq, k3 = sequence_log_probs(policy, reference, samples)
     k1 = logp_seq.detach() - ref_seq
-    task = task_reward(config.method, config.n, raw_reward.cpu(), samples.prompt_ids, ref_seq.cpu(), cdf).to(k1)
+    task = task_reward(config.method, config.n, raw_reward.cpu(), samples.prompt_ids, ref_seq.cpu(), cdf,
+                       config.ties).to(k1)
     adv = rloo_advantages(task - config.kl_coef * k1, config.k)
     loss = -(adv * logp_seq).mean()
     return loss, {"reward": raw_reward.double().mean().item(), "task_reward": task.mean().item(),

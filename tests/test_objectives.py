@@ -6,7 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minivbon import EmpiricalCDF, bon_probs, kl_divergence, kl_k1, kl_k3, log_bon_ratio, reward_cdf, vbon_reward
+from minivbon import (EmpiricalCDF, bon_probs, kl_divergence, kl_k1, kl_k3, log_bon_ratio, log_bon_ratio_ties,
+                      reward_cdf, vbon_reward)
 
 
 # ---------------------------------------------------------------- EmpiricalCDF
@@ -161,3 +162,76 @@ def test_k1_and_k3_are_unbiased_for_kl():
     exact = kl_divergence(q, p).item()
     assert kl_k1(q.log()[y], p.log()[y]).mean().item() == pytest.approx(exact, abs=0.01)
     assert kl_k3(q.log()[y], p.log()[y]).mean().item() == pytest.approx(exact, abs=0.01)
+
+
+# ---------------------------------------------------------------- ties
+def tied_world(seed=0, k=30, classes=6):
+    """A categorical reference over k outcomes whose rewards fall in a few tie classes."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.softmax(torch.randn(k, generator=g, dtype=torch.float64), -1)
+    r = torch.randint(classes, (k,), generator=g).double()
+    return p, r
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 16, 1000])
+def test_tie_aware_ratio_matches_the_exact_bon_law(n):
+    p, r = tied_world()
+    a, b = reward_cdf(p, r)
+    got = log_bon_ratio_ties(a.log(), (b - a).log(), n)
+    assert torch.isfinite(got).all()
+    # the BoN law itself underflows float64 at n = 1000; there compare with (b^n - a^n)/(b - a) in log space
+    want = (bon_probs(p, r, n) / p).log() if n <= 16 else \
+        n * b.log() + torch.log(-torch.expm1(n * (a.log() - b.log()))) - (b - a).log()
+    assert torch.allclose(got, want, atol=1e-10, rtol=1e-10)
+
+
+def test_tie_aware_ratio_without_ties_is_the_paper_formula():
+    log_f = torch.log(torch.tensor([0.0, 0.1, 0.5, 0.99], dtype=torch.float64))
+    log_p = torch.log(torch.tensor([0.01, 0.2, 1e-30, 0.01], dtype=torch.float64))
+    for n in [2, 4, 64]:
+        assert torch.allclose(log_bon_ratio_ties(log_f, log_p, n), log_bon_ratio(log_f, log_p, n), atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_mid_rank_bound_holds_for_every_outcome_and_beats_the_paper_bound(seed):
+    p, r = tied_world(seed)
+    a, b = reward_cdf(p, r)
+    for n in [2, 4, 16]:
+        exact = log_bon_ratio_ties(a.log(), (b - a).log(), n)
+        mid = math.log(n) + (n - 1) * ((a + b) / 2).log()
+        paper = math.log(n) + (n - 1) * a.log()
+        assert (mid <= exact + 1e-12).all() and (paper <= mid).all()
+
+
+def test_worked_example_of_the_tie_aware_reward():
+    # N = 4, a tie class from F_lt = 0.30 to F_le = 0.69: per (N-1), exact -0.193, mid-rank -0.241, F_lt -0.742
+    a, b, n = torch.tensor([0.30], dtype=torch.float64), torch.tensor([0.69], dtype=torch.float64), 4
+    exact = log_bon_ratio_ties(a.log(), (b - a).log(), n)[0] / (n - 1)
+    mid = (math.log(n) + (n - 1) * math.log((0.30 + 0.69) / 2)) / (n - 1)
+    paper = (math.log(n) + (n - 1) * math.log(0.30)) / (n - 1)
+    assert (round(exact.item(), 3), round(mid, 3), round(paper, 3)) == (-0.193, -0.241, -0.742)
+
+
+def test_empirical_tie_counts_and_the_two_smoothings():
+    cdf = EmpiricalCDF({"a": [1.0, 2.0, 2.0, 2.0, 3.0]})  # M = 5
+    ids, r = ["a"] * 3, torch.tensor([2.0, 2.5, 0.0])
+    below, equal, m = cdf.tie_counts(ids, r)
+    assert below.tolist() == [1, 4, 0] and equal.tolist() == [3, 0, 0] and m.tolist() == [5, 5, 5]
+    paper = cdf.log_cdf(ids, r).exp()
+    mid = cdf.log_cdf(ids, r, ties="mid").exp()
+    assert torch.allclose(paper, torch.tensor([2 / 6, 5 / 6, 1 / 6], dtype=torch.float64))
+    assert torch.allclose(mid, torch.tensor([3.5 / 6, 5 / 6, 1 / 6], dtype=torch.float64))  # equal without ties
+    assert torch.allclose(cdf.log_tie_mass(ids, r).exp(), torch.tensor([3 / 6, 0, 0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="ties must be"):
+        cdf.log_cdf(ids, r, ties="half")
+
+
+def test_vbon_reward_uses_the_larger_of_the_tie_mass_and_pi_y():
+    log_f = torch.log(torch.tensor([0.3, 0.3], dtype=torch.float64))
+    log_ref = torch.log(torch.tensor([1e-20, 1e-20], dtype=torch.float64))
+    no_ties = torch.tensor([-math.inf, -math.inf], dtype=torch.float64)
+    assert torch.allclose(vbon_reward(log_f, 4, log_ref, no_ties), vbon_reward(log_f, 4, log_ref), atol=1e-12)
+    tied = torch.log(torch.tensor([0.39, 1e-30], dtype=torch.float64))
+    got = vbon_reward(log_f, 4, log_ref, tied)
+    assert round(got[0].item(), 3) == -0.193  # class mass 0.39 from the references
+    assert torch.allclose(got[1], vbon_reward(log_f, 4, log_ref)[1])  # pi(y) > estimated mass: pi(y) wins

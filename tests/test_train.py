@@ -4,6 +4,7 @@ import dataclasses
 import pytest
 import torch
 
+from minivbon import bon_probs, kl_divergence
 from minivbon.toy import TabularPolicy, make_world
 from minivbon.train import TrainConfig, Trainer, reference_cdf, rl_loss, rloo_advantages, train
 
@@ -52,6 +53,45 @@ def test_vbon_reduces_exact_kl_to_bon_by_80_percent(setup, method):
     start, end = trainer.history[0]["kl_to_bon"], trainer.history[-1]["kl_to_bon"]
     assert end < 0.2 * start, (start, end)
     assert trainer.history[-1]["win_rate"] > 0.75
+
+
+@pytest.fixture(scope="module")
+def tied():
+    """The same world with rewards rounded down to whole numbers: a handful of tie classes per prompt."""
+    world = make_world(num_prompts=4, vocab=4, length=6, seed=0)
+    ref = world.reference()
+
+    def reward_fn(samples):
+        return world.reward(samples.prompt_ids, samples.tokens).floor()
+
+    cdf = reference_cdf(ref, list(range(4)), reward_fn, 300, torch.Generator().manual_seed(0))
+    p, r = world.ref_log_probs().exp(), world.rewards_all().floor()
+    target = bon_probs(p, r, 4)  # the tie-aware BoN law, by enumeration
+
+    def kl_to_bon(policy):
+        with torch.no_grad():
+            return {"kl_to_bon": kl_divergence(policy.log_probs_all(world.strings).double().exp(), target).mean().item()}
+
+    return world, ref, reward_fn, cdf, kl_to_bon
+
+
+def test_rewards_of_the_tied_world_tie_often(tied):
+    world, ref, reward_fn, cdf, kl_to_bon = tied
+    below, equal, m = cdf.tie_counts(list(range(4)), cdf.sorted[:, :300])
+    assert (equal > 1).double().mean() > 0.9  # nearly every reference shares its reward with others
+
+
+@pytest.mark.parametrize("method", ["vbon", "vbon-l"])
+def test_tie_aware_vbon_reaches_the_tie_aware_bon_law(tied, method):
+    world, ref, reward_fn, cdf, kl_to_bon = tied
+    config = dataclasses.replace(CONFIG, method=method, ties="aware")
+    aware = train(fresh(world), ref, list(range(4)), reward_fn, config, cdf=cdf, evaluate=kl_to_bon, progress=False)
+    start, end = aware.history[0]["kl_to_bon"], aware.history[-1]["kl_to_bon"]
+    assert end < 0.2 * start, (start, end)
+    if method == "vbon":  # counting ties as losses (the paper's code) aims elsewhere and ends further away
+        paper = train(fresh(world), ref, list(range(4)), reward_fn, dataclasses.replace(config, ties="paper"),
+                      cdf=cdf, evaluate=kl_to_bon, progress=False)
+        assert paper.history[-1]["kl_to_bon"] > end, (paper.history[-1]["kl_to_bon"], end)
 
 
 def test_kl_rl_and_bon_sft_move_the_right_way(setup):
