@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -114,12 +116,23 @@ def main():
     print(f"tokenizer: {len(tok)} tokens, {time.time() - t0:.0f} s", flush=True)
     model = pretrain(tok, corpus, held_out[3000:], args.steps, seed=0)
     model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out / "local-gpt2")
-    tok.save_pretrained(out / "local-gpt2")
+    # written next to their targets, then swapped in: a kill or a full disk never leaves half a backend
+    staging = out / ".local-gpt2.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tok.save_pretrained(staging)
     train, test = prompt_sets(tok, held_out, 2000, 1000, seed=2)
     for name, rows in [("train", train), ("test", test)]:
-        with open(out / f"prompts_{name}.jsonl", "w") as f:
+        with open(out / f".prompts_{name}.jsonl.new", "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
+    old = out / ".local-gpt2.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if (out / "local-gpt2").exists():
+        os.replace(out / "local-gpt2", old)
+    os.replace(staging, out / "local-gpt2")
+    shutil.rmtree(old, ignore_errors=True)
+    for name in ("train", "test"):
+        os.replace(out / f".prompts_{name}.jsonl.new", out / f"prompts_{name}.jsonl")
     size = sum(p.stat().st_size for p in (out / "local-gpt2").iterdir()) / 2**20
     print(f"saved to {out / 'local-gpt2'} ({size:.1f} MB) in {time.time() - t0:.0f} s", flush=True)
 

@@ -12,6 +12,7 @@ the sentiment the text carries.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 
 FIRST = ("Anna Ben Clara David Elena Frank Grace Henry Iris Jack Kate Leo Maya Noah Olivia Paul Quinn Rosa Sam Tara "
@@ -208,5 +209,7 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="corpus.txt")
     args = parser.parse_args()
-    with open(args.out, "w") as f:
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
         f.write("\n".join(make_corpus(args.n, args.seed)) + "\n")
+    os.replace(tmp, args.out)  # atomic: never half a corpus

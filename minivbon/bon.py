@@ -6,7 +6,8 @@ outcomes, rewards r(y), and per outcome
     F_lt(y) = P_{y'~pi}[r(y') <  r(y)],   F_le(y) = P_{y'~pi}[r(y') <= r(y)].
 
 Every function takes tensors (or array-likes) of shape (..., K); leading
-dimensions are independent prompts. Non-float input is computed in float64.
+dimensions are independent prompts. Whatever the input dtype, the maths runs in
+float64 and results are float64.
 """
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ def bon_sample(probs, rewards, n: int, num_samples: int, generator: torch.Genera
     sampling (binary search in the cumulative probabilities), processed in
     chunks of at most ``chunk`` draws.
     """
-    n = check_int(n, "n")
+    n = check_int(n, "n", maximum=chunk, why=" (one run of Best-of-n holds its n draws in memory at once)")
     num_samples = check_int(num_samples, "num_samples")
     p = check_probs(probs)
     r = check_rewards(rewards, p)
@@ -140,12 +141,14 @@ def win_rate(policy_probs, ref_probs, rewards) -> Tensor:
 def kl_rl_policy(probs, rewards, beta: float) -> Tensor:
     """Optimum of E_q[r] - beta KL(q || pi): q(y) proportional to pi(y) exp(r(y)/beta), (..., K).
 
-    Computed as a softmax of log pi + r/beta, so it stays finite for tiny beta.
+    Computed as a softmax of log pi + (r - max r)/beta, the maximum taken where pi > 0, so r/beta
+    never overflows to +inf: finite for tiny beta and huge rewards.
     """
     beta = check_positive(beta, "beta")
     p = check_probs(probs)
     r = check_rewards(rewards, p)
-    return torch.softmax(p.log() + r / beta, dim=-1)
+    top = torch.where(p > 0, r, -math.inf).amax(-1, keepdim=True)
+    return torch.softmax(torch.where(p > 0, p.log() + (r - top) / beta, -math.inf), dim=-1)
 
 
 def expected_reward(probs, rewards) -> Tensor:

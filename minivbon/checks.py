@@ -1,7 +1,9 @@
 """Input checks shared by every public function.
 
-Each check returns a clean tensor or raises ``ValueError`` naming the argument
-and what is wrong with it, so bad input never turns into a silent NaN.
+Each check returns a clean tensor or raises ``ValueError`` (a bad value) or ``TypeError`` (a value of
+the wrong kind) naming the argument and what is wrong with it, so bad input never turns into a silent
+NaN. Every tensor the checks return is float64: the maths runs in float64 whatever the input's dtype
+(float32 and bfloat16 lose rare outcomes, merge distinct rewards into ties and overflow in exp).
 """
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ PROB_TOL = 1e-6  # how far a probability vector may sum from 1
 
 
 def as_float(x, name: str) -> Tensor:
-    """``x`` as a floating tensor: float tensors keep their dtype, anything else becomes float64."""
+    """``x`` as a float64 tensor (on its device); array-likes of numbers are converted."""
     if isinstance(x, Tensor):
-        t = x if x.is_floating_point() else x.to(torch.float64)
+        if x.is_complex():
+            raise TypeError(f"{name} must be real, got a complex tensor")
+        t = x.to(torch.float64)
     else:
         try:
             t = torch.as_tensor(x, dtype=torch.float64)
@@ -51,9 +55,8 @@ def check_probs(x, name: str = "probs") -> Tensor:
 
 
 def check_rewards(x, like: Tensor, name: str = "rewards") -> Tensor:
-    """Rewards for the outcomes of ``like``; broadcast to its shape, in its dtype."""
-    r = check_not_nan(as_float(x, name), name, finite=True).to(like.dtype)
-    return broadcast_to(r, like.shape, name)
+    """Finite rewards for the outcomes of ``like``, broadcast to its shape (float64)."""
+    return broadcast_to(check_not_nan(as_float(x, name), name, finite=True), like.shape, name)
 
 
 def broadcast_to(t: Tensor, shape: torch.Size, name: str) -> Tensor:
@@ -68,14 +71,17 @@ def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
         raise ValueError(f"{name_a} has shape {tuple(a.shape)} but {name_b} has shape {tuple(b.shape)}")
 
 
-def check_int(n, name: str = "n", minimum: int = 1) -> int:
-    """An integer >= ``minimum`` (an integral float such as 4.0 is accepted)."""
-    if isinstance(n, Tensor) and n.numel() == 1:
+def check_int(n, name: str = "n", minimum: int = 1, maximum: int | None = None, why: str = "") -> int:
+    """An int in [minimum, maximum]. A whole float such as 4.0 is converted to 4; a fraction, a bool or a
+    non-number is a TypeError. ``why`` explains the maximum in the message."""
+    if isinstance(n, Tensor) and n.numel() == 1 and not n.is_floating_point() and n.dtype != torch.bool:
         n = n.item()
     if isinstance(n, bool) or not isinstance(n, (numbers.Integral, float)) or (isinstance(n, float) and not n.is_integer()):
-        raise ValueError(f"{name} must be an integer, got {n!r}")
+        raise TypeError(f"{name} must be an integer, got {n!r}")
     if n < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {n!r}")
+    if maximum is not None and n > maximum:
+        raise ValueError(f"{name} must be <= {maximum}{why}, got {n!r}")
     return int(n)
 
 
@@ -84,3 +90,16 @@ def check_positive(x, name: str) -> float:
     if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x) or x <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {x!r}")
     return float(x)
+
+
+def check_reward_batch(rewards, batch: int, where: str) -> Tensor:
+    """A reward function's output for ``batch`` samples: a finite tensor of shape (batch,)."""
+    if not isinstance(rewards, Tensor):
+        raise TypeError(f"the reward function must return a tensor, got {type(rewards).__name__} ({where})")
+    if rewards.shape != (batch,):
+        raise ValueError(f"the reward function returned shape {tuple(rewards.shape)} for {batch} samples ({where})")
+    bad = (~torch.isfinite(rewards)).sum().item()
+    if bad:
+        raise ValueError(f"the reward function returned {bad} non-finite (NaN or infinite) rewards out of {batch} "
+                         f"({where})")
+    return rewards

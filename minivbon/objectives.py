@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -111,47 +113,27 @@ def _log_prob(x, name: str) -> Tensor:
     return t
 
 
-def _times(a: Tensor, b: Tensor) -> Tensor:
-    """a * b with 0 * (-inf) = 0 (a term with a zero exponent is 1 whatever the base)."""
-    return torch.where(a == 0, torch.zeros_like(b), a * b)
-
-
 def log_bon_ratio(log_cdf, log_ref, n: int) -> Tensor:
-    """Exact log(pi_bon(y) / pi(y)) for an outcome without ties, shaped like the inputs.
+    """Exact log(pi_bon(y) / pi(y)), shaped like the inputs.
 
-        log sum_{i=1..n} C(n,i) F^(n-i) pi(y)^(i-1),   F = F_lt(y), pi(y) = exp(log_ref),
+    With a = F_lt(y) = exp(log_cdf), g = exp(log_ref) the reference mass of y's tie class
+    (g = pi(y) when no other outcome ties with y) and b = F_le(y) = a + g, BoN picks the class with
+    probability b^n - a^n and y inside it with probability pi(y)/g, so
 
-    as a logsumexp over i, so it is stable for n up to 10^4 and log_ref
-    down to -1e4. Always >= log n + (n-1) log F, the i = 1 term.
-    """
-    n = check_int(n, "n")
-    lf = _log_prob(log_cdf, "log_cdf")
-    lp = broadcast_to(_log_prob(log_ref, "log_ref").to(lf.dtype), lf.shape, "log_ref")
-    i = torch.arange(1, n + 1, dtype=lf.dtype)  # (n,)
-    log_binom = torch.lgamma(torch.tensor(n + 1.0, dtype=lf.dtype)) - torch.lgamma(i + 1) - torch.lgamma(n - i + 1)
-    terms = log_binom + _times(n - i, lf[..., None]) + _times(i - 1, lp[..., None])  # (..., n)
-    return terms.logsumexp(-1)
+        pi_bon(y) / pi(y) = (b^n - a^n) / g = sum_{i=1..n} C(n,i) a^(n-i) g^(i-1).
 
-
-def log_bon_ratio_ties(log_cdf, log_class, n: int) -> Tensor:
-    """Exact log(pi_bon(y) / pi(y)) with ties, shaped like the inputs.
-
-    With a = F_lt(y) = exp(log_cdf), g = pi(G(y)) = exp(log_class) the mass of y's tie class
-    and b = F_le(y) = a + g, BoN picks the class with probability b^n - a^n and y inside it
-    with probability pi(y)/g, so
-
-        pi_bon(y) / pi(y) = (b^n - a^n) / (b - a) = sum_{j=0..n-1} a^j b^(n-1-j),
-
-    a logsumexp over j (the difference b^n - a^n would cancel). With g = pi(y) (no ties) it
-    equals :func:`log_bon_ratio`. It is >= log n + (n-1) log((a + b)/2), the mid-rank bound,
-    because x^(n-1) is convex.
+    Computed as n log b + log(1 - exp(-n d)) - log g with d = log(b/a) = softplus(log g - log a),
+    so it neither cancels nor underflows, costs O(1) per outcome whatever n, and is finite for
+    log_ref down to -1e4. It is >= log n + (n-1) log((a + b)/2) (the mid-rank bound: x^(n-1) is
+    convex) >= log n + (n-1) log a (the paper's bound).
     """
     n = check_int(n, "n")
     la = _log_prob(log_cdf, "log_cdf")
-    lg = broadcast_to(_log_prob(log_class, "log_class").to(la.dtype), la.shape, "log_class")
+    lg = broadcast_to(_log_prob(log_ref, "log_ref"), la.shape, "log_ref")
     lb = torch.logaddexp(la, lg)
-    j = torch.arange(n, dtype=la.dtype)  # (n,)
-    return (_times(j, la[..., None]) + _times(n - 1 - j, lb[..., None])).logsumexp(-1)
+    d = torch.nn.functional.softplus(lg - la)  # log(b/a) >= 0; +inf when a = 0
+    tail = torch.where(d > 0, torch.log(-torch.expm1(-n * d)) - lg, math.log(n) - la)  # d = 0: g/a underflowed
+    return n * lb + tail
 
 
 def vbon_reward(log_cdf, n: int, log_ref=None, log_tie_mass=None) -> Tensor:
@@ -161,7 +143,7 @@ def vbon_reward(log_cdf, n: int, log_ref=None, log_tie_mass=None) -> Tensor:
     maximising E_q[log(pi_bon/pi)/(n-1)] - 1/(n-1) KL(q || pi); reward
     ``log_bon_ratio(log_cdf, log_ref, n) / (n-1)``, with ``log_cdf`` = log F_lt. With ties,
     pass ``log_tie_mass`` = log of the estimated mass of y's tie class: the class mass used is
-    g = max(that, pi(y)) and the reward ``log_bon_ratio_ties(log_cdf, log g, n) / (n-1)``.
+    g = max(that, pi(y)) and the reward ``log_bon_ratio(log_cdf, log g, n) / (n-1)``.
 
     vBoN-L (lower bound, ``log_ref=None``): keep only the i = 1 term,
     log n + (n-1) log F; divided by n-1 and without the constant, reward
@@ -171,10 +153,9 @@ def vbon_reward(log_cdf, n: int, log_ref=None, log_tie_mass=None) -> Tensor:
     n = check_int(n, "n", minimum=2)
     if log_ref is None:
         return _log_prob(log_cdf, "log_cdf")
-    if log_tie_mass is None:
-        return log_bon_ratio(log_cdf, log_ref, n) / (n - 1)
-    lr = _log_prob(log_ref, "log_ref")
-    return log_bon_ratio_ties(log_cdf, torch.maximum(_log_prob(log_tie_mass, "log_tie_mass").to(lr.dtype), lr), n) / (n - 1)
+    if log_tie_mass is not None:
+        log_ref = torch.maximum(_log_prob(log_tie_mass, "log_tie_mass"), _log_prob(log_ref, "log_ref"))
+    return log_bon_ratio(log_cdf, log_ref, n) / (n - 1)
 
 
 def kl_k1(logp, logp_ref) -> Tensor:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,11 +24,24 @@ from torch import Tensor
 from .checks import check_int
 from .lm import LMPolicy, from_pretrained, hub_guard, load_policy
 from .objectives import EmpiricalCDF
+from .storage import load_safe, save_atomic
 from .train import Samples, reference_cdf, sequence_log_probs
 
-DATA = Path(os.environ.get("MINIVBON_DATA", Path(__file__).resolve().parents[1] / "data"))
+def _find_data() -> Path | None:
+    """The local backend's folder: $MINIVBON_DATA, else data/ inside the installed package (a wheel), else
+    data/ next to the package (a clone or an editable install)."""
+    here = Path(__file__).resolve().parent
+    for folder in ([Path(os.environ["MINIVBON_DATA"])] if os.environ.get("MINIVBON_DATA") else
+                   [here / "data", here.parent / "data"]):
+        if (folder / "local-gpt2").is_dir() and (folder / "prompts_train.jsonl").is_file():
+            return folder
+    return None
+
+
+DATA = _find_data()
 BACKENDS = {
-    "local": {"policy": str(DATA / "local-gpt2"), "reward": "vader", "prompts": "local", "max_new_tokens": 24},
+    "local": {"policy": str(DATA / "local-gpt2") if DATA else "", "reward": "vader", "prompts": "local",
+              "max_new_tokens": 24},
     "hub": {"policy": "lvwerra/gpt2-imdb", "reward": "lvwerra/distilbert-imdb", "prompts": "imdb",
             "max_new_tokens": 40},
 }
@@ -44,6 +58,8 @@ class VaderReward:
         self.analyzer = SentimentIntensityAnalyzer()
 
     def __call__(self, texts: list[str]) -> Tensor:
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("texts must be a list of strings (a single string would be scored letter by letter)")
         return torch.tensor([self.analyzer.polarity_scores(t)["compound"] for t in texts], dtype=torch.float64)
 
 
@@ -84,7 +100,7 @@ def load_prompts(source: str, split: str, tokenizer=None, n: int | None = None, 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if source == "local":
-        rows = datasets.load_dataset("json", data_files=str(DATA / f"prompts_{split}.jsonl"), split="train")
+        rows = datasets.load_dataset("json", data_files=str(require_data() / f"prompts_{split}.jsonl"), split="train")
         return dict(list(zip(rows["id"], rows["text"]))[:n])
     if source != "imdb":
         raise ValueError(f"source must be 'local' or 'imdb', got {source!r}")
@@ -115,16 +131,36 @@ class SentimentTask:
         return self.reward(samples.extra["texts"])
 
 
+def require_data() -> Path:
+    """The local backend's folder, or an error that says how to get it."""
+    if DATA is None:
+        raise FileNotFoundError(
+            "the local backend's files (data/local-gpt2, data/prompts_*.jsonl) were not found next to minivbon "
+            f"({Path(__file__).resolve().parent}). Install minivbon from a clone of its repository "
+            "(pip install . or pip install -e .), or set MINIVBON_DATA to the repository's data/ folder.")
+    return DATA
+
+
 def load_task(backend: str = "local", device=None, n_train: int | None = None, n_test: int | None = None,
               **overrides) -> SentimentTask:
-    """Policy (trainable), frozen reference, reward and prompts for a backend; ``overrides`` change its settings."""
+    """Policy (trainable), frozen reference, reward and prompts for a backend; ``overrides`` change its settings
+    (policy, reward, prompts, max_new_tokens, temperature, precision: "fp32" or "bf16" autocast, see LMPolicy).
+    ``n_train``/``n_test``: how many prompts (all if None)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
-    settings = {"backend": backend, **BACKENDS[backend], "temperature": 1.0, **overrides}
+    valid = sorted([*BACKENDS[backend], "temperature", "precision"])
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise TypeError(f"load_task got unknown settings {unknown}; valid settings are {valid}")
+    n_train, n_test = [None if x is None else check_int(x, name) for x, name in [(n_train, "n_train"), (n_test, "n_test")]]
+    if backend == "local" and "policy" not in overrides:
+        require_data()
+    settings = {"backend": backend, **BACKENDS[backend], "temperature": 1.0, "precision": "fp32", **overrides}
     model, tokenizer = load_policy(settings["policy"], device)
     train = load_prompts(settings["prompts"], "train", tokenizer, n_train)
     test = load_prompts(settings["prompts"], "test", tokenizer, n_test, seed=1)
-    policy = LMPolicy(model, tokenizer, {**train, **test}, settings["max_new_tokens"], settings["temperature"])
+    policy = LMPolicy(model, tokenizer, {**train, **test}, settings["max_new_tokens"], settings["temperature"],
+                      settings["precision"])
     reward = VaderReward() if settings["reward"] == "vader" else ClassifierReward(settings["reward"], device)
     settings["model_fingerprint"] = _fingerprint(settings["policy"], model)
     return SentimentTask(policy, policy.clone(), reward, list(train), list(test), settings)
@@ -151,10 +187,13 @@ def cached_reference_cdf(task: SentimentTask, prompt_ids: list, m: int, seed: in
                      sort_keys=True, default=str)
     path = Path(cache_dir or Path.home() / ".cache" / "minivbon") / f"refs-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
     if path.exists():
-        return EmpiricalCDF(torch.load(path, weights_only=False))
+        try:  # the safe loader: plain data only; a cut-short, corrupt or planted file is a miss
+            return EmpiricalCDF(load_safe(path))
+        except Exception as e:
+            warnings.warn(f"ignoring the unreadable reference cache {path} ({type(e).__name__}: {e}); "
+                          "sampling the references again", stacklevel=2)
     cdf = reference_cdf(task.reference, list(prompt_ids), task.reward_fn, m, torch.Generator().manual_seed(seed))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({p: cdf.sorted[cdf.index[p], : int(cdf.counts[cdf.index[p]])] for p in prompt_ids}, path)
+    save_atomic({p: cdf.sorted[cdf.index[p], : int(cdf.counts[cdf.index[p]])] for p in prompt_ids}, path)
     return cdf
 
 

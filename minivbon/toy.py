@@ -64,16 +64,24 @@ class TabularPolicy(nn.Module):
             code, offset = code * v + tokens[:, t], offset + v**t
         return out
 
+    def prompt_index(self, prompt_ids) -> Tensor:
+        """Prompt ids as row indices (B,); ids are 0..P-1 (a negative id would silently wrap around)."""
+        prompts = torch.as_tensor(list(prompt_ids), dtype=torch.long)
+        bad = prompts[(prompts < 0) | (prompts >= self.logits.shape[0])]
+        if bad.numel():
+            raise ValueError(f"prompt id {bad[0].item()} is out of range: this policy has prompts 0..{self.logits.shape[0] - 1}")
+        return prompts
+
     def token_log_probs(self, samples: Samples) -> Tensor:
         """log q(y_t | prompt, y_<t) for each position: (B, L)."""
-        prompts = torch.as_tensor(samples.prompt_ids)[:, None]  # (B, 1)
+        prompts = self.prompt_index(samples.prompt_ids)[:, None]  # (B, 1)
         logits = self.logits[prompts, self.states(samples.tokens)]  # (B, L, V)
         return logits.log_softmax(-1).gather(-1, samples.tokens[..., None]).squeeze(-1)
 
     @torch.no_grad()
     def sample(self, prompt_ids, generator: torch.Generator | None = None) -> Samples:
         """One string per entry of ``prompt_ids``, drawn symbol by symbol."""
-        prompts = torch.as_tensor(list(prompt_ids))
+        prompts = self.prompt_index(prompt_ids)
         tokens = torch.zeros(len(prompts), self.length, dtype=torch.long)
         for t in range(self.length):
             rows = self.states(tokens)[:, t]  # later positions are still 0 but row t only reads the prefix
@@ -108,7 +116,9 @@ class StringWorld:
 
     def reward(self, prompt_ids, tokens: Tensor) -> Tensor:
         """r(prompt, y) = sum_t unigram[prompt, t, y_t] + sum_t bigram[y_{t-1}, y_t]: (B,)."""
-        prompts = torch.as_tensor(list(prompt_ids))[:, None]
+        prompts = torch.as_tensor(list(prompt_ids), dtype=torch.long)[:, None]
+        if ((prompts < 0) | (prompts >= self.num_prompts)).any():
+            raise ValueError(f"prompt ids must be in 0..{self.num_prompts - 1}, got {prompts.flatten().tolist()[:8]}")
         uni = self.unigram[prompts, torch.arange(tokens.shape[1]), tokens].sum(-1)
         return uni + self.bigram[tokens[:, :-1], tokens[:, 1:]].sum(-1)
 

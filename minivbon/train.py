@@ -20,6 +20,7 @@ positions are ignored). The reference is a frozen policy of the same kind.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -27,8 +28,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checks import check_int, check_positive
+from .checks import check_int, check_positive, check_reward_batch
 from .objectives import EmpiricalCDF, kl_k3, vbon_reward
+from .storage import load_safe, save_atomic
 
 METHODS = ("vbon", "vbon-l", "kl-rl", "bon-sft")
 
@@ -73,10 +75,12 @@ class TrainConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.ties not in ("aware", "paper"):
             raise ValueError(f"ties must be 'aware' or 'paper', got {self.ties!r}")
-        check_int(self.n, "n", minimum=2 if self.method != "kl-rl" else 1)
-        check_int(self.k, "k", minimum=2 if self.method != "bon-sft" else 1)
+        # integer fields: a whole float (4.0) is converted to int, anything else is a TypeError
+        self.n = check_int(self.n, "n", minimum=2 if self.method != "kl-rl" else 1)
+        self.k = check_int(self.k, "k", minimum=2 if self.method != "bon-sft" else 1)
         for name in ("prompts_per_step", "steps", "eval_every"):
-            check_int(getattr(self, name), name, minimum=1)
+            setattr(self, name, check_int(getattr(self, name), name, minimum=1))
+        self.seed = check_int(self.seed, "seed", minimum=0)
         check_positive(self.lr, "lr")
         if self.beta is not None:
             check_positive(self.beta, "beta")
@@ -94,6 +98,9 @@ class TrainConfig:
 
 def rloo_advantages(rewards: Tensor, k: int) -> Tensor:
     """R_j minus the mean of the other k-1 rewards of the same prompt: (B,) -> (B,), B = prompts * k."""
+    k = check_int(k, "k", minimum=2)
+    if rewards.dim() != 1 or rewards.numel() % k:
+        raise ValueError(f"rewards must be (prompts * k,) with k = {k}, got shape {tuple(rewards.shape)}")
     r = rewards.view(-1, k)
     return (r - (r.sum(1, keepdim=True) - r) / (k - 1)).view(-1)
 
@@ -147,7 +154,7 @@ def best_of_n(policy: nn.Module, prompts: list, n: int, reward_fn: Callable[[Sam
     Returns the kept samples (one per prompt) and their rewards (P,).
     """
     samples = policy.sample([p for p in prompts for _ in range(n)], generator)
-    raw = reward_fn(samples).view(-1, n)
+    raw = check_reward_batch(reward_fn(samples), len(samples.prompt_ids), "best_of_n").view(-1, n)
     return samples.select(raw.argmax(1).cpu() + torch.arange(len(prompts)) * n), raw.max(1).values
 
 
@@ -189,17 +196,24 @@ class Trainer:
 
     def _train_step(self) -> dict:
         cfg = self.config
+        where = f"method {cfg.method!r}, step {self.step + 1}; no parameter was changed"
+
+        def scored(samples: Samples) -> Tensor:  # every reward batch is checked before it can reach a gradient
+            return check_reward_batch(self.reward_fn(samples), len(samples.prompt_ids), where)
+
         pick = torch.randint(len(self.prompts), (cfg.prompts_per_step,), generator=self.generator)
         prompts = [self.prompts[i] for i in pick.tolist()]
         if cfg.method == "bon-sft":
-            loss, stats = sft_loss(self.policy, self.reference, prompts, self.reward_fn, cfg.n, self.generator)
+            loss, stats = sft_loss(self.policy, self.reference, prompts, scored, cfg.n, self.generator)
         else:
             samples = self.policy.sample([p for p in prompts for _ in range(cfg.k)], self.generator)
-            loss, stats = rl_loss(self.policy, self.reference, samples, self.reward_fn(samples), cfg, self.cdf)
+            loss, stats = rl_loss(self.policy, self.reference, samples, scored(samples), cfg, self.cdf)
         self.optimizer.zero_grad()
         loss.backward()
-        if cfg.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+        norm = nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm or math.inf)
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            self.optimizer.zero_grad()
+            raise FloatingPointError(f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient'} ({where})")
         self.optimizer.step()
         return {"loss": loss.item(), **stats}
 
@@ -224,14 +238,16 @@ class Trainer:
         return self.history
 
     def save(self, path) -> None:
-        """Write everything needed to resume bit-for-bit."""
-        torch.save({"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "generator": self.generator.get_state(), "rng": torch.get_rng_state(), "step": self.step,
-                    "history": self.history, "config": asdict(self.config)}, path)
+        """Write everything needed to resume bit-for-bit, atomically: a failed save keeps the old file."""
+        save_atomic({"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+                     "generator": self.generator.get_state(), "rng": torch.get_rng_state(), "step": self.step,
+                     "history": self.history, "config": asdict(self.config)}, path)
 
     def load(self, path) -> "Trainer":
-        """Restore a checkpoint written by :meth:`save` into this trainer (same policy and config)."""
-        state = torch.load(path, weights_only=False)
+        """Restore a checkpoint written by :meth:`save` into this trainer (same policy and config).
+
+        Read with the safe loader: a file holding anything but plain data is refused, never run."""
+        state = load_safe(path)
         if state["config"] != asdict(self.config):
             raise ValueError(f"checkpoint config {state['config']} does not match this trainer's {asdict(self.config)}")
         self.policy.load_state_dict(state["policy"])

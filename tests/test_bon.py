@@ -67,10 +67,18 @@ def test_rewards_broadcast_over_prompts():
     assert torch.allclose(bon_probs(p, r, 3), bon_probs(p, r.expand(3, 5), 3))
 
 
-def test_float32_input_keeps_its_dtype():
-    p = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float32)
-    assert bon_probs(p, [1.0, 2.0, 3.0], 2).dtype == torch.float32
-    assert bon_probs([0.2, 0.3, 0.5], [1, 2, 3], 2).dtype == torch.float64
+def test_low_precision_input_is_computed_and_returned_in_float64():
+    # in float32 the rare top outcome vanished: 1 - (1 - 1e-8)^(10^6) = 0.00995 became 0
+    for dtype in (torch.float32, torch.bfloat16):
+        p = torch.tensor([1e-8, 1 - 1e-8], dtype=dtype)
+        top = p[0].item() / p.double().sum().item()  # the rare outcome's mass as the dtype can hold it
+        q = bon_probs(p, torch.tensor([1, 0], dtype=dtype), 10**6)
+        assert q.dtype == torch.float64 and q[0].item() == pytest.approx(-math.expm1(10**6 * math.log1p(-top)), rel=1e-6)
+        assert q[0].item() > 0.009
+    # distinct float64 rewards stay distinct (a float32 cast merged them into one tie class)
+    r = torch.tensor([1.0, 1.0 + 1e-12, 2.0], dtype=torch.float64)
+    q = bon_probs(torch.tensor([0.2, 0.3, 0.5], dtype=torch.float32), r, 2)
+    assert q[1].item() > q[0].item()
 
 
 @pytest.mark.parametrize("ties", [False, True])
@@ -240,8 +248,6 @@ P, R = [0.2, 0.3, 0.5], [1.0, 2.0, 3.0]
     (lambda: bon_probs(P, [1.0, float("nan"), 2.0], 2), "rewards contains NaN"),
     (lambda: bon_probs(P, [1.0, 2.0], 2), "rewards has shape"),
     (lambda: bon_probs(P, R, 0), "n must be >= 1"),
-    (lambda: bon_probs(P, R, 2.5), "n must be an integer"),
-    (lambda: bon_probs(P, R, True), "n must be an integer"),
     (lambda: bon_probs([], [], 2), "probs is empty"),
     (lambda: bon_probs(0.5, 1.0, 2), "at least one dimension"),
     (lambda: reward_cdf([0.5, 0.6], [1, 2]), "probs must sum to 1"),
@@ -262,9 +268,16 @@ def test_bad_input_raises_value_error(call, match):
         call()
 
 
-def test_non_numeric_input_raises_type_error():
-    with pytest.raises(TypeError, match="probs must be a tensor"):
-        bon_probs(["a", "b"], [1, 2], 2)
+@pytest.mark.parametrize("call,match", [
+    (lambda: bon_probs(["a", "b"], [1, 2], 2), "probs must be a tensor"),
+    (lambda: bon_probs(P, R, 2.5), "n must be an integer"),
+    (lambda: bon_probs(P, R, True), "n must be an integer"),
+    (lambda: bon_probs(P, R, "3"), "n must be an integer"),
+    (lambda: bon_probs(torch.tensor([0.5, 0.5], dtype=torch.complex64), [1, 2], 2), "probs must be real"),
+])
+def test_input_of_the_wrong_kind_raises_type_error(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
 
 
 def test_n_accepts_integral_floats_and_numpy_ints():

@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minivbon import (EmpiricalCDF, bon_probs, kl_divergence, kl_k1, kl_k3, log_bon_ratio, log_bon_ratio_ties,
-                      reward_cdf, vbon_reward)
+from minivbon import (EmpiricalCDF, bon_probs, kl_divergence, kl_k1, kl_k3, log_bon_ratio, reward_cdf,
+                      vbon_reward)
 
 
 # ---------------------------------------------------------------- EmpiricalCDF
@@ -177,7 +177,7 @@ def tied_world(seed=0, k=30, classes=6):
 def test_tie_aware_ratio_matches_the_exact_bon_law(n):
     p, r = tied_world()
     a, b = reward_cdf(p, r)
-    got = log_bon_ratio_ties(a.log(), (b - a).log(), n)
+    got = log_bon_ratio(a.log(), (b - a).log(), n)
     assert torch.isfinite(got).all()
     # the BoN law itself underflows float64 at n = 1000; there compare with (b^n - a^n)/(b - a) in log space
     want = (bon_probs(p, r, n) / p).log() if n <= 16 else \
@@ -185,11 +185,13 @@ def test_tie_aware_ratio_matches_the_exact_bon_law(n):
     assert torch.allclose(got, want, atol=1e-10, rtol=1e-10)
 
 
-def test_tie_aware_ratio_without_ties_is_the_paper_formula():
-    log_f = torch.log(torch.tensor([0.0, 0.1, 0.5, 0.99], dtype=torch.float64))
-    log_p = torch.log(torch.tensor([0.01, 0.2, 1e-30, 0.01], dtype=torch.float64))
-    for n in [2, 4, 64]:
-        assert torch.allclose(log_bon_ratio_ties(log_f, log_p, n), log_bon_ratio(log_f, log_p, n), atol=1e-12)
+def test_ratio_matches_the_binomial_sum_term_by_term():
+    log_f = torch.log(torch.tensor([0.0, 0.1, 0.5, 0.99, 0.3], dtype=torch.float64))
+    log_p = torch.log(torch.tensor([0.01, 0.2, 1e-30, 0.01, 1e-300], dtype=torch.float64))
+    for n in [1, 2, 4, 64]:
+        want = [math.log(math.fsum(math.comb(n, i) * f ** (n - i) * p ** (i - 1) for i in range(1, n + 1)))
+                for f, p in zip([0.0, 0.1, 0.5, 0.99, 0.3], [0.01, 0.2, 1e-30, 0.01, 1e-300])]
+        assert torch.allclose(log_bon_ratio(log_f, log_p, n), torch.tensor(want, dtype=torch.float64), atol=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -197,7 +199,7 @@ def test_mid_rank_bound_holds_for_every_outcome_and_beats_the_paper_bound(seed):
     p, r = tied_world(seed)
     a, b = reward_cdf(p, r)
     for n in [2, 4, 16]:
-        exact = log_bon_ratio_ties(a.log(), (b - a).log(), n)
+        exact = log_bon_ratio(a.log(), (b - a).log(), n)
         mid = math.log(n) + (n - 1) * ((a + b) / 2).log()
         paper = math.log(n) + (n - 1) * a.log()
         assert (mid <= exact + 1e-12).all() and (paper <= mid).all()
@@ -206,7 +208,7 @@ def test_mid_rank_bound_holds_for_every_outcome_and_beats_the_paper_bound(seed):
 def test_worked_example_of_the_tie_aware_reward():
     # N = 4, a tie class from F_lt = 0.30 to F_le = 0.69: per (N-1), exact -0.193, mid-rank -0.241, F_lt -0.742
     a, b, n = torch.tensor([0.30], dtype=torch.float64), torch.tensor([0.69], dtype=torch.float64), 4
-    exact = log_bon_ratio_ties(a.log(), (b - a).log(), n)[0] / (n - 1)
+    exact = log_bon_ratio(a.log(), (b - a).log(), n)[0] / (n - 1)
     mid = (math.log(n) + (n - 1) * math.log((0.30 + 0.69) / 2)) / (n - 1)
     paper = (math.log(n) + (n - 1) * math.log(0.30)) / (n - 1)
     assert (round(exact.item(), 3), round(mid, 3), round(paper, 3)) == (-0.193, -0.241, -0.742)

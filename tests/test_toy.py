@@ -75,12 +75,16 @@ def test_policy_gradient_flows_only_through_the_policy(world):
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"vocab": 0}, "vocab must be >= 1"),
-    ({"length": 2.5}, "length must be an integer"),
     ({"vocab": 64, "length": 6}, "too many to enumerate"),
 ])
 def test_bad_worlds(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_world(**kwargs)
+
+
+def test_a_fractional_length_is_a_type_error():
+    with pytest.raises(TypeError, match="length must be an integer"):
+        make_world(length=2.5)
 
 
 def test_bad_context():
