@@ -78,12 +78,18 @@ def load_policy(name_or_path: str, device: str | torch.device | None = None):
 class LMPolicy(nn.Module):
     """A causal LM that continues prompts: ``prompts`` maps prompt id -> text (tokenised once, keyed by id).
 
-    Dropout is switched off so that sampling and scoring see the same distribution.
+    Dropout is switched off so that sampling and scoring see the same distribution. ``precision``:
+    "fp32", or "bf16" to run the model's matmuls under bfloat16 autocast (for GPUs; the weights,
+    the optimizer and every log-probability stay float32, and sums over tokens and the vBoN reward
+    are taken in float32/float64).
     """
 
-    def __init__(self, model, tokenizer, prompts: dict, max_new_tokens: int = 24, temperature: float = 1.0):
+    def __init__(self, model, tokenizer, prompts: dict, max_new_tokens: int = 24, temperature: float = 1.0,
+                 precision: str = "fp32"):
         super().__init__()
-        self.model, self.tokenizer = model, tokenizer
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.model, self.tokenizer, self.precision = model, tokenizer, precision
         self.max_new_tokens = check_int(max_new_tokens, "max_new_tokens")
         self.temperature = check_positive(temperature, "temperature")
         for m in model.modules():
@@ -107,9 +113,13 @@ class LMPolicy(nn.Module):
     def clone(self, trainable: bool = False) -> "LMPolicy":
         """An independent copy of the weights (frozen by default: the reference for KL); shares the prompts."""
         twin = LMPolicy(copy.deepcopy(self.model).requires_grad_(trainable), self.tokenizer, {}, self.max_new_tokens,
-                        self.temperature)
+                        self.temperature, self.precision)
         twin.prompt_tokens = self.prompt_tokens
         return twin
+
+    def autocast(self):
+        """The context the model runs in: bfloat16 autocast for precision="bf16", else nothing."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     @torch.no_grad()
     def sample(self, prompt_ids, generator: torch.Generator | None = None) -> Samples:
@@ -129,10 +139,11 @@ class LMPolicy(nn.Module):
             x[i, width - len(r):], attn[i, width - len(r):] = torch.tensor(r), 1
         if generator is not None:  # generate draws from the global RNG: seed it from ours
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-        out = self.model.generate(input_ids=x.to(self.device), attention_mask=attn.to(self.device), do_sample=True,
-                                  top_k=0, top_p=1.0, temperature=self.temperature,
-                                  max_new_tokens=self.max_new_tokens, pad_token_id=tok.pad_token_id,
-                                  eos_token_id=tok.eos_token_id)  # (B, T)
+        with self.autocast():
+            out = self.model.generate(input_ids=x.to(self.device), attention_mask=attn.to(self.device),
+                                      do_sample=True, top_k=0, top_p=1.0, temperature=self.temperature,
+                                      max_new_tokens=self.max_new_tokens, pad_token_id=tok.pad_token_id,
+                                      eos_token_id=tok.eos_token_id)  # (B, T)
         new = out[:, width:]
         is_eos = (new == tok.eos_token_id).long()
         keep = (is_eos.cumsum(1) - is_eos) == 0  # up to and including the first eos
@@ -146,6 +157,7 @@ class LMPolicy(nn.Module):
         x = samples.tokens.to(self.device)
         attn = samples.extra["attention_mask"].to(self.device)
         positions = (attn.cumsum(1) - 1).clamp_min(0)  # as generate numbers left-padded positions
-        logits = self.model(input_ids=x, attention_mask=attn, position_ids=positions).logits[:, :-1]  # (B, T-1, V)
+        with self.autocast():
+            logits = self.model(input_ids=x, attention_mask=attn, position_ids=positions).logits[:, :-1]  # (B, T-1, V)
         logp = (logits.float() / self.temperature).log_softmax(-1).gather(-1, x[:, 1:, None]).squeeze(-1)
         return torch.cat([torch.zeros_like(logp[:, :1]), logp], 1) * samples.mask.to(self.device)

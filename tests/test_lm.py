@@ -136,3 +136,30 @@ def test_unknown_prompt_and_bad_settings(local):
         LMPolicy(local.model, local.tokenizer, {}, max_new_tokens=0)
     with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         LMPolicy(local.model, local.tokenizer, {}, temperature=0.0)
+
+
+def test_bf16_autocast_moves_log_probs_a_little_and_the_vbon_reward_not_at_all():
+    """The GPU preset's precision choice, checked on CPU: bfloat16 autocast for the model's matmuls,
+    float32 log-softmax, sums over tokens and the vBoN reward in float32/float64. Stated tolerances:
+    per token 0.1 nats at most (0.02 on average), per 24-token sequence 0.3 nats, vBoN reward 1e-6."""
+    import minivbon as mv
+    from minivbon import sentiment
+
+    task = sentiment.load_task("local", n_train=16, n_test=1, max_new_tokens=24)
+    fp32 = task.reference
+    bf16 = LMPolicy(fp32.model, fp32.tokenizer, {}, 24, 1.0, precision="bf16")
+    bf16.prompt_tokens = fp32.prompt_tokens
+    samples = fp32.sample([p for p in task.train_prompts for _ in range(4)], torch.Generator().manual_seed(0))
+    a, b = fp32.token_log_probs(samples), bf16.token_log_probs(samples)
+    assert b.dtype == torch.float32
+    gap = (a - b).abs()
+    assert 0 < gap.max() < 0.1 and gap[samples.mask].mean() < 0.02  # bf16 really ran, and stayed close
+    seq_a, seq_b = a.sum(-1).double(), b.sum(-1).double()
+    assert (seq_a - seq_b).abs().max() < 0.3
+    cdf = mv.reference_cdf(fp32, task.train_prompts, task.reward_fn, 32, torch.Generator().manual_seed(1))
+    log_f = cdf.log_cdf(samples.prompt_ids, task.reward_fn(samples))
+    reward_gap = mv.vbon_reward(log_f, 4, log_ref=seq_a) - mv.vbon_reward(log_f, 4, log_ref=seq_b)
+    assert reward_gap.abs().max() < 1e-6
+    assert fp32.clone().precision == "fp32" and bf16.clone().precision == "bf16"
+    with pytest.raises(ValueError, match="precision must be"):
+        LMPolicy(fp32.model, fp32.tokenizer, {}, precision="fp16")

@@ -1,0 +1,23 @@
+"""bench/gpu_scale.py: its CPU smoke run prints every figure (the H100 run is a device check)."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_scale_tiny_on_cpu_prints_every_phase(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_scale.py"), "--device", "cpu", "--tiny",
+                          "--json", str(tmp_path / "f.json")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for phase in ["reference sampling", "RLOO step", "sampling", "forward + backward", "evaluation",
+                  "projected GPU-preset chapter 5"]:
+        assert phase in out.stdout, phase
+    figures = json.loads((tmp_path / "f.json").read_text())
+    for key in ["reference_samples_per_s", "generated_tokens_per_s", "fwd_bwd_tokens_per_s", "eval_samples_per_s"]:
+        assert figures[key] > 0
+    p = figures["projected_chapter"]
+    assert abs(p["total_min"] * 60 - (p["reference_samples_s"] + p["training_s"] + p["evaluation_s"])) < 1e-6
+    assert re.search(r"= \d+\.\d min", out.stdout)
