@@ -70,12 +70,10 @@ class LivePlot:
             self.handle.update(Image(self.png()))
 
 
-def train_method(task, cdf, method: str, n: int, beta: float | None, preset: dict, plot: LivePlot | None = None,
-                 stop: threading.Event | None = None, steps: int | None = None, every: int = 5) -> mv.Trainer:
-    """Train a fresh copy of the reference with one method; redraw ``plot`` every ``every`` steps and at the
+def train_method(task, cdf, config: mv.TrainConfig, plot: LivePlot | None = None,
+                 stop: threading.Event | None = None, every: int = 5) -> mv.Trainer:
+    """Train a fresh copy of the reference with ``config``; redraw ``plot`` every ``every`` steps and at the
     end; ``stop`` ends the run early (its history is kept)."""
-    config = mv.TrainConfig(method=method, n=n, beta=beta, k=preset["k"], prompts_per_step=preset["prompts_per_step"],
-                            steps=steps or preset["steps"], lr=preset["lr"], seed=preset["seed"])
 
     def callback(trainer):
         if plot is not None and (trainer.step % every == 0 or trainer.step == config.steps or stop_requested()):
@@ -180,8 +178,11 @@ class ControlPanel(Interactive):
                 warnings.simplefilter("always")
                 plot = LivePlot(label, image=self.image)
                 self.image.value = plot.png()
-                trainer = train_method(self.task, self.cdf, run["method"], run["n"], run["beta"], self.preset, plot,
-                                       self.stop, run["steps"], self.every)
+                p = self.preset
+                config = mv.TrainConfig(method=run["method"], n=run["n"], beta=run["beta"], k=p["k"],
+                                        prompts_per_step=p["prompts_per_step"], steps=run["steps"], lr=p["lr"],
+                                        seed=p["seed"], ties="aware")
+                trainer = train_method(self.task, self.cdf, config, plot, self.stop, self.every)
                 self.results[label] = trainer
                 done = "stopped" if trainer.interrupted else "done"
                 self.status.value = f"scoring on held-out prompts ({done} after {trainer.step} steps): {label}"

@@ -133,7 +133,7 @@ def win_rate(policy_probs, ref_probs, rewards) -> Tensor:
     mid-rank under the reference CDF. Best-of-n gives n/(n+1) without ties.
     """
     q = check_probs(policy_probs, "policy_probs")
-    f_lt, f_le = reward_cdf(ref_probs, rewards)
+    f_lt, f_le = reward_cdf(check_probs(ref_probs, "ref_probs"), rewards)
     check_same_shape(q, f_lt, "policy_probs", "ref_probs")
     return (q.to(f_lt.dtype) * (f_lt + f_le) / 2).sum(-1)
 

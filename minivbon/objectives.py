@@ -133,7 +133,7 @@ def log_bon_ratio(log_cdf, log_ref, n: int) -> Tensor:
     lb = torch.logaddexp(la, lg)
     d = torch.nn.functional.softplus(lg - la)  # log(b/a) >= 0; +inf when a = 0
     tail = torch.where(d > 0, torch.log(-torch.expm1(-n * d)) - lg, math.log(n) - la)  # d = 0: g/a underflowed
-    return n * lb + tail
+    return torch.where(lb == -math.inf, -math.inf, n * lb + tail)  # a = g = 0: an outcome BoN never returns
 
 
 def vbon_reward(log_cdf, n: int, log_ref=None, log_tie_mass=None) -> Tensor:
@@ -160,9 +160,10 @@ def vbon_reward(log_cdf, n: int, log_ref=None, log_tie_mass=None) -> Tensor:
 
 def kl_k1(logp, logp_ref) -> Tensor:
     """Per-token k1 = log q - log pi: unbiased for KL(q || pi) under q, may be negative."""
-    lp = check_not_nan(as_float(logp, "logp"), "logp")
-    lr = check_not_nan(as_float(logp_ref, "logp_ref"), "logp_ref").to(lp.dtype)
+    lp, lr = _log_prob(logp, "logp"), _log_prob(logp_ref, "logp_ref")
     check_same_shape(lp, lr, "logp", "logp_ref")
+    if ((lp == -math.inf) & (lr == -math.inf)).any():
+        raise ValueError("logp and logp_ref are both -inf at the same position: the token is impossible under both")
     return lp - lr
 
 
@@ -173,4 +174,4 @@ def kl_k3(logp, logp_ref) -> Tensor:
     cancellation that makes the naive form dip below zero near l = 0).
     """
     l = kl_k1(logp, logp_ref)
-    return (torch.expm1(-l) + l).clamp_min(0.0)
+    return torch.where(l == -math.inf, math.inf, torch.expm1(-l) + l).clamp_min(0.0)  # q(y) = 0: pi/q is infinite

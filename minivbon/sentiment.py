@@ -202,10 +202,12 @@ def evaluate_policy(task: SentimentTask, policy: LMPolicy, prompts: list, cdf: E
                     samples_per_prompt: int = 4, seed: int = 0) -> dict:
     """Held-out metrics from ``samples_per_prompt`` samples per prompt: mean reward, win rate against the
     cached reference rewards of each prompt (ties count half), KL(policy || reference) estimated with k1 and
-    k3 summed over generated tokens, and the texts."""
+    k3 summed over generated tokens, and the texts. ``per_sample`` holds each sample's reward, win, k1 and k3
+    (B,), in prompt order, for standard errors."""
     samples = policy.sample([p for p in prompts for _ in range(samples_per_prompt)], torch.Generator().manual_seed(seed))
     reward = task.reward_fn(samples)
     logp, ref, k3 = sequence_log_probs(policy, task.reference, samples)
-    return {"reward": reward.mean().item(), "win_rate": cdf.win_rate(samples.prompt_ids, reward).mean().item(),
-            "kl_k1": (logp - ref).mean().item(), "kl_k3": k3.mean().item(), "texts": samples.extra["texts"],
-            "rewards": reward}
+    win, k1 = cdf.win_rate(samples.prompt_ids, reward), (logp - ref).double().cpu()
+    return {"reward": reward.mean().item(), "win_rate": win.mean().item(), "kl_k1": k1.mean().item(),
+            "kl_k3": k3.mean().item(), "texts": samples.extra["texts"], "rewards": reward,
+            "per_sample": {"reward": reward.double().cpu(), "win_rate": win, "kl_k1": k1, "kl_k3": k3.double().cpu()}}

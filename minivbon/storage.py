@@ -9,6 +9,7 @@ tensors, numbers, strings, lists, tuples and dicts only, so a planted pickle can
 from __future__ import annotations
 
 import os
+import pickle
 import uuid
 from pathlib import Path
 
@@ -16,8 +17,16 @@ import torch
 
 
 def load_safe(path):
-    """Load a file written by :func:`save_atomic` (or any torch file of plain data) onto the CPU."""
-    return torch.load(path, weights_only=True, map_location="cpu")
+    """Load a file written by :func:`save_atomic` (or any torch file of plain data) onto the CPU.
+
+    A file that is cut short, not a torch file, or holds anything but plain data raises
+    ``pickle.UnpicklingError`` naming the file; nothing in it is run."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError) as e:
+        why = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise pickle.UnpicklingError(f"{path} cannot be loaded safely: it is cut short, not a torch file, or holds "
+                                     f"objects other than plain data ({why})") from None
 
 
 def save_atomic(obj, path) -> None:

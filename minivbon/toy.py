@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .bon import bon_probs, expected_reward, kl_divergence, win_rate
-from .checks import check_int
+from .checks import check_int, check_positive
 from .train import Samples
 
 
@@ -37,6 +37,10 @@ class TabularPolicy(nn.Module):
         if context not in ("prefix", "previous"):
             raise ValueError(f"context must be 'prefix' or 'previous', got {context!r}")
         self.vocab, self.length, self.context = vocab, length, context
+        states = length * (vocab + 1) if context == "previous" else sum(vocab**t for t in range(length))
+        if not isinstance(logits, Tensor) or logits.dim() != 3 or logits.shape[1:] != (states, vocab):
+            raise ValueError(f"logits must be a (prompts, {states}, {vocab}) tensor for vocab={vocab}, length={length}, "
+                             f"context={context!r}, got {getattr(logits, 'shape', type(logits).__name__)}")
         self.logits = nn.Parameter(logits.clone())  # (P, states, V)
 
     @classmethod
@@ -154,6 +158,7 @@ class StringWorld:
 def make_world(num_prompts: int = 4, vocab: int = 4, length: int = 6, peakedness: float = 1.0,
                seed: int = 0) -> StringWorld:
     """A random but fixed world; ``peakedness`` scales the reference logits (larger = less uniform)."""
+    check_positive(peakedness, "peakedness")
     for name, value in [("num_prompts", num_prompts), ("vocab", vocab), ("length", length)]:
         check_int(value, name, minimum=1)
     if vocab**length > 2**22:

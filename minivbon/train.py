@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checks import check_int, check_positive, check_reward_batch
+from .checks import as_float, check_int, check_not_nan, check_positive, check_reward_batch
 from .objectives import EmpiricalCDF, kl_k3, vbon_reward
 from .storage import load_safe, save_atomic
 
@@ -60,7 +60,7 @@ class TrainConfig:
     method: str = "vbon-l"
     n: int = 4
     beta: float | None = None
-    k: int = 4  # samples per prompt (RLOO needs >= 2)
+    k: int = 4  # samples per prompt (RLOO needs >= 2); bon-sft: prompts_per_step * k samples per step, n per prompt
     prompts_per_step: int = 8
     steps: int = 100
     lr: float = 3e-4
@@ -68,7 +68,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW's decay pulls weights to 0, not to the reference: off by default
     seed: int = 0
     eval_every: int = 10
-    ties: str = "paper"  # vbon/vbon-l rewards: "paper" (a tie counts as a loss) or "aware" of tied rewards
+    ties: str = "aware"  # vbon/vbon-l rewards "aware" of tied rewards, or as the "paper"'s code (a tie is a loss)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -88,8 +88,9 @@ class TrainConfig:
             raise ValueError("beta must be given for method 'kl-rl'")
         if self.max_grad_norm is not None:
             check_positive(self.max_grad_norm, "max_grad_norm")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
+                or not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
 
     @property
     def kl_coef(self) -> float:
@@ -99,14 +100,15 @@ class TrainConfig:
 def rloo_advantages(rewards: Tensor, k: int) -> Tensor:
     """R_j minus the mean of the other k-1 rewards of the same prompt: (B,) -> (B,), B = prompts * k."""
     k = check_int(k, "k", minimum=2)
-    if rewards.dim() != 1 or rewards.numel() % k:
-        raise ValueError(f"rewards must be (prompts * k,) with k = {k}, got shape {tuple(rewards.shape)}")
-    r = rewards.view(-1, k)
-    return (r - (r.sum(1, keepdim=True) - r) / (k - 1)).view(-1)
+    r = check_not_nan(as_float(rewards, "rewards"), "rewards", finite=True)
+    if r.dim() != 1 or r.numel() % k:
+        raise ValueError(f"rewards must be (prompts * k,) with k = {k}, got shape {tuple(r.shape)}")
+    r = r.view(-1, k)
+    return (k / (k - 1) * (r - (r / k).sum(1, keepdim=True))).view(-1)  # = R_j - mean of the others, no overflow
 
 
 def task_reward(method: str, n: int, raw: Tensor, prompt_ids: list, log_ref: Tensor,
-                cdf: EmpiricalCDF | None, ties: str = "paper") -> Tensor:
+                cdf: EmpiricalCDF | None, ties: str = "aware") -> Tensor:
     """Per-sample task reward of ``method`` (table above): (B,).
 
     ``ties="aware"``: vbon uses the tie-aware exact ratio, with y's class mass max(#ties/(M+1), pi(y)),
@@ -153,6 +155,7 @@ def best_of_n(policy: nn.Module, prompts: list, n: int, reward_fn: Callable[[Sam
 
     Returns the kept samples (one per prompt) and their rewards (P,).
     """
+    n = check_int(n, "n", maximum=max(1, 2**20 // max(1, len(prompts))), why=" (all n samples per prompt are drawn in one batch)")
     samples = policy.sample([p for p in prompts for _ in range(n)], generator)
     raw = check_reward_batch(reward_fn(samples), len(samples.prompt_ids), "best_of_n").view(-1, n)
     return samples.select(raw.argmax(1).cpu() + torch.arange(len(prompts)) * n), raw.max(1).values
@@ -170,7 +173,9 @@ def sft_loss(policy: nn.Module, reference: nn.Module, prompts: list, reward_fn: 
 def reference_cdf(reference: nn.Module, prompts: list, reward_fn: Callable[[Samples], Tensor], m: int,
                   generator: torch.Generator | None = None, batch_size: int = 256) -> EmpiricalCDF:
     """Sample m outputs per prompt from the reference, score them, and build the per-prompt CDF."""
-    m = check_int(m, "m")
+    m = check_int(m, "m", maximum=10**6, why=" reference samples per prompt")
+    if len(set(prompts)) != len(prompts):
+        raise ValueError("prompts has duplicate ids: each prompt gets one row of references")
     flat = [p for p in prompts for _ in range(m)]
     rewards = torch.cat([reward_fn(reference.sample(flat[i:i + batch_size], generator)).double().cpu()
                          for i in range(0, len(flat), batch_size)]).view(len(prompts), m)
@@ -201,7 +206,10 @@ class Trainer:
         def scored(samples: Samples) -> Tensor:  # every reward batch is checked before it can reach a gradient
             return check_reward_batch(self.reward_fn(samples), len(samples.prompt_ids), where)
 
-        pick = torch.randint(len(self.prompts), (cfg.prompts_per_step,), generator=self.generator)
+        # matched budget: every method samples prompts_per_step * k sequences per step; BoN-SFT spends them
+        # as n per prompt, so it sees prompts_per_step * k / n prompts (one target each)
+        count = cfg.prompts_per_step if cfg.method != "bon-sft" else max(1, cfg.prompts_per_step * cfg.k // cfg.n)
+        pick = torch.randint(len(self.prompts), (count,), generator=self.generator)
         prompts = [self.prompts[i] for i in pick.tolist()]
         if cfg.method == "bon-sft":
             loss, stats = sft_loss(self.policy, self.reference, prompts, scored, cfg.n, self.generator)
@@ -248,6 +256,10 @@ class Trainer:
 
         Read with the safe loader: a file holding anything but plain data is refused, never run."""
         state = load_safe(path)
+        keys = {"policy", "optimizer", "generator", "rng", "step", "history", "config"}
+        if not isinstance(state, dict) or keys - set(state):
+            missing = sorted(keys - set(state)) if isinstance(state, dict) else "everything"
+            raise ValueError(f"{path} is not a minivbon checkpoint (missing {missing})")
         if state["config"] != asdict(self.config):
             raise ValueError(f"checkpoint config {state['config']} does not match this trainer's {asdict(self.config)}")
         self.policy.load_state_dict(state["policy"])

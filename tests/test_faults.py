@@ -292,3 +292,36 @@ def test_non_editable_install_loads_the_local_backend(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     where, result = out.stdout.strip().splitlines()[-2:]
     assert where.startswith(site) and result == "2 True"
+
+
+# ---------------------------------------------------------------- found by a bad-input audit (823 cases)
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: mv.win_rate([0.5, 0.5], [0.6, 0.5], [0.0, 1.0]), ValueError, "ref_probs must sum to 1"),
+    (lambda: dataclasses.replace(CONFIG, weight_decay=math.inf), ValueError, "weight_decay must be a finite"),
+    (lambda: dataclasses.replace(CONFIG, weight_decay="0.1"), ValueError, "weight_decay must be a finite"),
+    (lambda: make_world(peakedness=math.nan), ValueError, "peakedness must be a finite number"),
+    (lambda: TabularPolicy(torch.zeros(1, 5, 2), 3, 2), ValueError, r"logits must be a \(prompts, 4, 3\) tensor"),
+    (lambda: rloo_advantages(torch.tensor([1.0, math.nan]), 2), ValueError, "rewards contains NaN"),
+    (lambda: mv.kl_k1([0.7], [-1.0]), ValueError, "logp must be <= 0"),
+    (lambda: mv.kl_k1([-math.inf], [-math.inf]), ValueError, "both -inf"),
+])
+def test_audit_findings(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_audit_findings_with_answers(toy, tmp_path):
+    world, ref, reward_fn, cdf = toy
+    assert rloo_advantages(torch.tensor([1e308, 1e308], dtype=torch.float64), 2).tolist() == [0.0, 0.0]  # no overflow
+    assert rloo_advantages(torch.tensor([1.0, 2.0], dtype=torch.bfloat16), 2).dtype == torch.float64
+    assert mv.kl_k3([-math.inf], [0.0]).item() == math.inf
+    assert mv.log_bon_ratio([-math.inf], [-math.inf], 4).item() == -math.inf
+    with pytest.raises(ValueError, match="duplicate"):
+        reference_cdf(ref, [0, 0], reward_fn, 3)
+    for content in [b"", b"not a torch file", b"PK\x03\x04cut"]:
+        (tmp_path / "bad.pt").write_bytes(content)
+        with pytest.raises(pickle.UnpicklingError, match="cannot be loaded safely"):
+            trainer_for(toy).load(tmp_path / "bad.pt")
+    storage.save_atomic({"step": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a minivbon checkpoint"):
+        trainer_for(toy).load(tmp_path / "other.pt")

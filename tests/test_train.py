@@ -32,8 +32,8 @@ def fresh(world, context="prefix"):
 def test_rloo_advantages():
     r = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0])
     adv = rloo_advantages(r, 3)
-    assert torch.allclose(adv, torch.tensor([1 - 4.0, 2 - 3.5, 6 - 1.5, 0 - 1.5, 0 - 1.5, 3 - 0.0]))
-    assert torch.allclose(adv.view(2, 3).sum(1), torch.zeros(2))
+    assert torch.allclose(adv, torch.tensor([1 - 4.0, 2 - 3.5, 6 - 1.5, 0 - 1.5, 0 - 1.5, 3 - 0.0], dtype=torch.float64))
+    assert torch.allclose(adv.view(2, 3).sum(1), torch.zeros(2, dtype=torch.float64))
 
 
 def test_reference_cdf_has_m_samples_per_prompt(setup):
@@ -178,7 +178,7 @@ def test_interrupt_stops_cleanly_and_keeps_history(setup):
     ({"method": "kl-rl", "beta": -1.0}, "beta must be a finite number > 0"),
     ({"lr": 0.0}, "lr must be a finite number > 0"),
     ({"steps": 0}, "steps must be >= 1"),
-    ({"weight_decay": -0.1}, "weight_decay must be >= 0"),
+    ({"weight_decay": -0.1}, "weight_decay must be a finite number >= 0"),
 ])
 def test_bad_configurations(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -1,0 +1,45 @@
+"""experiments/sentiment_sweep.py on its tiny preset: one results file, standard errors, frontier counts,
+and a resume that re-runs only what is missing."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+import sentiment_sweep  # noqa: E402
+
+
+def sweep(out):
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "sentiment_sweep.py"), "--preset", "tiny",
+                           "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(out.read_text()), done.stdout
+
+
+def test_tiny_sweep_writes_everything_and_resumes(tmp_path):
+    out = tmp_path / "sweep.json"
+    results, stdout = sweep(out)
+    p = sentiment_sweep.PRESETS["tiny"]
+    assert len(results["runs"]) == len(sentiment_sweep.plan(p)) == 2 * 2 * 4 + 2  # N x seeds x methods + ablation
+    assert results["settings"]["preset"] == "tiny" and results["backend"] == "local" and results["library_version"]
+    run = results["runs"]["vbon|N=2|M=8|seed=0"]
+    for metric in ["win_rate", "reward", "kl_k1", "kl_k3"]:
+        assert run[metric + "_se"] >= 0 and run["eval_samples"] == p["n_test"] * p["samples_per_prompt"]
+    assert set(results["summary"]["frontier_counts"]) == {"reward", "win_rate"}
+    assert "frontier counts" in stdout and "break-even" in stdout
+    # resume: drop one finished run; only it is trained again, the others are kept as they were
+    dropped = results["runs"].pop("kl-rl|N=4|M=8|seed=1")
+    out.write_text(json.dumps(results))
+    again, _ = sweep(out)
+    assert again["runs"]["kl-rl|N=4|M=8|seed=1"]["win_rate"] == dropped["win_rate"]  # seeded: the same numbers
+    assert {k: v for k, v in again["runs"].items() if k != "kl-rl|N=4|M=8|seed=1"} == results["runs"]
+
+
+def test_frontier_counts_and_standard_errors():
+    import torch
+
+    points = [("a", 0.1, 0.5), ("a", 1.0, 0.9), ("b", 0.5, 0.4), ("b", 2.0, 0.95), ("c", 1.5, 0.8)]
+    assert sentiment_sweep.frontier_counts(points) == {"a": 2, "b": 1, "c": 0}
+    mean, se = sentiment_sweep.mean_se(torch.tensor([1.0, 1.0, 3.0, 3.0]), 2)  # two prompts of two samples
+    assert (mean, round(se, 6)) == (2.0, 1.0)
