@@ -160,7 +160,8 @@ def vbon_reward(log_cdf, n: int, log_ref=None, log_tie_mass=None) -> Tensor:
 
 def kl_k1(logp, logp_ref) -> Tensor:
     """Per-token k1 = log q - log pi: unbiased for KL(q || pi) under q, may be negative."""
-    lp, lr = _log_prob(logp, "logp"), _log_prob(logp_ref, "logp_ref")
+    lp = check_not_nan(as_float(logp, "logp"), "logp")
+    lr = check_not_nan(as_float(logp_ref, "logp_ref"), "logp_ref")
     check_same_shape(lp, lr, "logp", "logp_ref")
     if ((lp == -math.inf) & (lr == -math.inf)).any():
         raise ValueError("logp and logp_ref are both -inf at the same position: the token is impossible under both")

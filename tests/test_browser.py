@@ -63,6 +63,7 @@ def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lab")
     root = tmp / "book"
     shutil.copytree(BOOK, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    shutil.copytree(BOOK.parent / "experiments" / "results", tmp / "experiments" / "results")  # chapter 5 reads it
     port, token = free_port(), secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel must use the inline backend
     env.update(MINIVBON_PRESET="tiny", HF_HUB_OFFLINE="1", JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
