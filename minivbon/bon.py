@@ -1,6 +1,6 @@
 """Best-of-N on categorical distributions, exactly and by simulation.
 
-Notation (DESIGN.md §2): reference probabilities ``probs`` = pi(y) over K
+Notation (as in the book, chapters 1-2): reference probabilities ``probs`` = pi(y) over K
 outcomes, rewards r(y), and per outcome
 
     F_lt(y) = P_{y'~pi}[r(y') <  r(y)],   F_le(y) = P_{y'~pi}[r(y') <= r(y)].

@@ -94,8 +94,9 @@ def check_positive(x, name: str) -> float:
 
 def check_reward_batch(rewards, batch: int, where: str) -> Tensor:
     """A reward function's output for ``batch`` samples: a finite tensor of shape (batch,)."""
-    if not isinstance(rewards, Tensor):
-        raise TypeError(f"the reward function must return a tensor, got {type(rewards).__name__} ({where})")
+    if not isinstance(rewards, Tensor) or rewards.is_complex() or rewards.dtype == torch.bool:
+        kind = type(rewards).__name__ if not isinstance(rewards, Tensor) else f"a {rewards.dtype} tensor"
+        raise TypeError(f"the reward function must return a real tensor, got {kind} ({where})")
     if rewards.shape != (batch,):
         raise ValueError(f"the reward function returned shape {tuple(rewards.shape)} for {batch} samples ({where})")
     bad = (~torch.isfinite(rewards)).sum().item()

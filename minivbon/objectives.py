@@ -6,7 +6,7 @@ F(y) = P_{y'~pi}[r(y') < r(y)] is estimated from M reference samples, and
     KL(q || pi_bon) = KL(q || pi) - E_q[log pi_bon(y)/pi(y)].
 
 Dividing by n-1 turns minimising it into KL-regularised RL with beta = 1/(n-1)
-and a per-sample reward from :func:`vbon_reward` (DESIGN.md §2).
+and a per-sample reward from :func:`vbon_reward` (Amini et al., ICLR 2025, arXiv:2407.06057; chapter 3 of the book derives it).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The sentiment task (the paper's controlled generation): continue a movie-review prefix positively.
 
-Two backends through the same code (DESIGN.md §3):
+Two backends through the same code (book chapter 5 uses both):
 
 - ``local`` (default, offline): the project's small GPT-2 in data/local-gpt2, VADER compound score as
   the reward, prompts from data/prompts_{train,test}.jsonl;

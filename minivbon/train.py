@@ -9,8 +9,10 @@ The methods differ only in the task reward and beta::
 
     | method   | task_reward(y)                          | beta            |
     |----------|-----------------------------------------|-----------------|
-    | vbon     | log_bon_ratio(log F_hat, log pi, n)/(n-1) | 1/(n-1)       |
-    | vbon-l   | log F_hat(r(y))                         | 1/(n-1)         |
+    | vbon     | log_bon_ratio(log F_hat, log g, n)/(n-1), | 1/(n-1)       |
+    |          | g = max(tie-class mass, pi(y))          |                 |
+    | vbon-l   | log F_mid(r(y)) (mid-rank; F_hat with   | 1/(n-1)         |
+    |          | ties="paper")                           |                 |
     | kl-rl    | r(y)                                    | given           |
     | bon-sft  | maximum likelihood on the best of n reference samples (no RL) |
 

@@ -189,6 +189,14 @@ def test_a_non_finite_reward_stops_training_before_any_change(toy, method, bad):
     assert torch.equal(t.policy.logits, before) and t.step == 0
 
 
+def test_a_complex_reward_is_refused(toy):
+    world, ref, reward_fn, cdf = toy
+    t = trainer_for(toy, method="kl-rl", beta=1.0)
+    t.reward_fn = lambda s: reward_fn(s).to(torch.complex128)
+    with pytest.raises(TypeError, match="must return a real tensor"):
+        t.run(progress=False)
+
+
 def test_a_reward_of_the_wrong_shape_is_named(toy):
     world, ref, reward_fn, cdf = toy
     t = trainer_for(toy)
