@@ -1,19 +1,23 @@
 """Checkers for the book's exercises, in the spirit of Tensor-Puzzles (a book helper: `import checkers`).
 
-A reader writes a function; ``check(name, fn)`` calls it on random problems
-drawn by hypothesis, compares it with minivbon's own answer and prints either
-how many problems passed or the smallest failing one found. Derandomised, so
-a notebook shows the same verdict on every run.
+A reader writes a function; ``check(name, fn)`` first tries the exercise's fixed hard cases (large N,
+tiny probabilities: where a naive formula underflows or cancels), then a few hundred random problems
+drawn by hypothesis, and compares each answer with a reference answer. It prints either how many
+problems passed or the first failing case: its arguments and shapes, the expected and the returned
+values, and the largest difference. Derandomised, so a notebook shows the same verdict on every run.
+Worked solutions are in ``book/solutions/``: look there on purpose, after trying.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minivbon import bon_probs, kl_divergence, kl_rl_policy, log_bon_ratio, reward_cdf, rloo_advantages, win_rate
+import minivbon as mv
 
 
 def _dist(draw, k: int) -> torch.Tensor:
@@ -47,65 +51,253 @@ def _grouped_rewards(draw):
     return torch.tensor(draw(st.lists(st.floats(-10, 10), min_size=p * k, max_size=p * k)), dtype=torch.float64), k
 
 
-_log_probs = st.floats(-20.0, 0.0).map(lambda x: torch.tensor([x], dtype=torch.float64))
+@st.composite
+def _rewards_and_references(draw):
+    """(rewards (P, B), references (P, M)): few distinct values, so samples often tie with references."""
+    p, b, m = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 12))
+    values = st.integers(-4, 4).map(lambda v: v / 2)
+    rows = lambda width: torch.tensor([draw(st.lists(values, min_size=width, max_size=width)) for _ in range(p)],
+                                      dtype=torch.float64)
+    return rows(b), rows(m)
 
-# name -> (the function the reader writes, minivbon's answer, random arguments for both)
-EXERCISES: dict[str, tuple[str, Callable, st.SearchStrategy]] = {
-    "reward_cdf": ("f(probs, rewards) -> (F_lt, F_le)", reward_cdf,
-                   categorical_problems().map(lambda c: c[:2])),
-    "bon_probs_no_ties": ("f(probs, rewards, n) -> pi_bon", bon_probs, categorical_problems(ties=False)),
-    "bon_probs": ("f(probs, rewards, n) -> pi_bon", bon_probs, categorical_problems()),
-    "win_rate": ("f(policy_probs, ref_probs, rewards) -> win rate", win_rate, _with_policy().map(lambda c: c[:3])),
-    "kl_rl_policy": ("f(probs, rewards, beta) -> q", kl_rl_policy,
-                     st.tuples(categorical_problems().map(lambda c: c[:2]), st.floats(0.1, 5.0))
-                     .map(lambda c: (*c[0], c[1]))),
-    "log_bon_ratio": ("f(log_cdf, log_ref, n) -> log pi_bon/pi", log_bon_ratio,
-                      st.tuples(_log_probs, _log_probs, st.integers(1, 30))),
-    "vbon_loss": ("f(q, probs, rewards, n) -> KL(q || pi_bon)",
-                  lambda q, p, r, n: kl_divergence(q, bon_probs(p, r, n)), _with_policy()),
-    "rloo_advantages": ("f(rewards, k) -> advantages", rloo_advantages, _grouped_rewards()),
+
+@st.composite
+def _loss_batch(draw):
+    """(logp (B,), task (B,), k1 (B,), beta, k) for the RLOO surrogate loss; logp requires grad."""
+    k, p = draw(st.integers(2, 5)), draw(st.integers(1, 3))
+    vec = lambda lo, hi: torch.tensor(draw(st.lists(st.floats(lo, hi), min_size=p * k, max_size=p * k)),
+                                      dtype=torch.float64)
+    return vec(-30, 0).requires_grad_(), vec(-5, 0), vec(-2, 5), draw(st.floats(0.01, 2.0)), k
+
+
+_log_probs = st.floats(-20.0, 0.0).map(lambda x: torch.tensor([x], dtype=torch.float64))
+_t = lambda *x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+
+
+def _log_f_hat_mid(rewards, references):
+    """Reference answer: log((#below + #equal/2 + 1)/(M + 1)), row by row, by the library's EmpiricalCDF."""
+    cdf = mv.EmpiricalCDF(references)
+    return cdf.log_cdf(list(range(len(references))), rewards, ties="mid")
+
+
+def _win_rate_from_samples(rewards, references):
+    return mv.EmpiricalCDF(references).win_rate(list(range(len(references))), rewards).mean(-1)
+
+
+def _rloo_loss(logp, task, k1, beta, k):
+    return -(mv.rloo_advantages(task - beta * k1, k) * logp).mean()
+
+
+def _mid_rank_bound(log_f_lt, log_mass, n):
+    return math.log(n) + (n - 1) * torch.logaddexp(log_f_lt, log_mass - math.log(2))
+
+
+def _bon_win_rate_from_pool(pool, references, n):
+    best = pool.view(len(pool), -1, n).amax(-1)  # (P, S/n): the best of each disjoint group of n
+    return _win_rate_from_samples(best, references)
+
+
+@st.composite
+def _pool_problems(draw):
+    """(pool (P, S), references (P, M), n) with S a multiple of n."""
+    p, n, groups, m = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 10))
+    values = st.integers(-4, 4).map(lambda v: v / 2)
+    rows = lambda width: torch.tensor([draw(st.lists(values, min_size=width, max_size=width)) for _ in range(p)],
+                                      dtype=torch.float64)
+    return rows(n * groups), rows(m), n
+
+
+def _mean_se(x, groups):
+    blocks = x.double().view(groups, -1).mean(1)
+    return blocks.mean(), blocks.std() / math.sqrt(groups)
+
+
+def _pareto_front(kl, value):
+    """Brute force: a point is on the front when no other point has KL <= and value >=, one strictly."""
+    n = len(kl)
+    return torch.tensor([not any(kl[j] <= kl[i] and value[j] >= value[i] and (kl[j] < kl[i] or value[j] > value[i])
+                                 for j in range(n)) for i in range(n)])
+
+
+@dataclass
+class Exercise:
+    signature: str  # what the reader writes
+    answer: Callable  # the reference answer, same arguments
+    problems: st.SearchStrategy  # random argument tuples
+    cases: list = field(default_factory=list)  # fixed argument tuples tried first (the hard ones)
+    grad: bool = False  # also compare gradients with respect to arguments that require them
+    verify: Callable | None = None  # custom check for random outputs: verify(fn) -> None or a failure text
+
+
+def _bon_sample_verify(fn) -> str | None:
+    """Statistical check: 40,000 runs per problem; every frequency within 5 standard errors of pi_bon."""
+    problems = [(_t(0.2, 0.5, 0.3), _t(1.0, 3.0, 2.0), 3), (_t(0.1, 0.3, 0.2, 0.4), _t(2.0, 1.0, 2.0, 0.0), 2),
+                (_t(0.25, 0.25, 0.5), _t(0.0, 0.0, 0.0), 5), (_t(0.5, 0.3, 0.2), _t(1.0, 2.0, 3.0), 64)]
+    runs = 40_000
+    for probs, rewards, n in problems:
+        out = torch.as_tensor(fn(probs, rewards, n, runs, torch.Generator().manual_seed(0)))
+        if out.shape != (runs,):
+            return f"arguments probs {tuple(probs.shape)}, n = {n}, num_samples = {runs}\n  expected shape ({runs},), got {tuple(out.shape)}"
+        freq = torch.bincount(out.long().flatten(), minlength=len(probs))[: len(probs)].double() / runs
+        want = mv.bon_probs(probs, rewards, n)
+        se = (want * (1 - want) / runs).sqrt()
+        bad = (freq - want).abs() > 5 * se + 1e-3
+        if bad.any():
+            return (f"arguments probs={probs.tolist()}, rewards={rewards.tolist()}, n={n}, {runs} runs\n"
+                    f"  expected frequencies {want.numpy().round(4).tolist()}\n  got                  "
+                    f"{freq.numpy().round(4).tolist()}\n  largest difference {(freq - want).abs().max():.4f} "
+                    f"(allowed about {(5 * se + 1e-3).max():.4f})")
+    return None
+
+
+EXERCISES: dict[str, Exercise] = {
+    "expected_reward": Exercise("f(probs, rewards) -> E[r]", mv.expected_reward,
+                                categorical_problems().map(lambda c: c[:2])),
+    "reward_cdf": Exercise("f(probs, rewards) -> (F_lt, F_le)", mv.reward_cdf,
+                           categorical_problems().map(lambda c: c[:2])),
+    "bon_probs_no_ties": Exercise("f(probs, rewards, n) -> pi_bon", mv.bon_probs, categorical_problems(ties=False),
+                                  [(_t(1e-3, 0.5, 0.499), _t(0.0, 1.0, 2.0), 5000)]),
+    "bon_probs": Exercise("f(probs, rewards, n) -> pi_bon", mv.bon_probs, categorical_problems(),
+                          [(_t(1e-3, 0.5, 0.499), _t(0.0, 1.0, 1.0), 5000)]),
+    "bon_sample": Exercise("f(probs, rewards, n, num_samples, generator) -> (num_samples,) outcome indices",
+                           mv.bon_sample, st.nothing(), verify=_bon_sample_verify),
+    "win_rate": Exercise("f(policy_probs, ref_probs, rewards) -> win rate", mv.win_rate,
+                         _with_policy().map(lambda c: c[:3])),
+    "kl_rl_policy": Exercise("f(probs, rewards, beta) -> q", mv.kl_rl_policy,
+                             st.tuples(categorical_problems().map(lambda c: c[:2]), st.floats(0.1, 5.0))
+                             .map(lambda c: (*c[0], c[1])),
+                             [(_t(0.5, 0.3, 0.2), _t(10.0, 10.5, 11.0), 1e-3)]),
+    "win_rate_from_samples": Exercise("f(rewards (P, B), references (P, M)) -> (P,) win rates",
+                                      _win_rate_from_samples, _rewards_and_references()),
+    "log_bon_ratio": Exercise("f(log_cdf, log_ref, n) -> log pi_bon/pi", mv.log_bon_ratio,
+                              st.tuples(_log_probs, _log_probs, st.integers(1, 30)),
+                              [(_t(-1e-3), _t(-30.0), 1000), (_t(-0.5), _t(-40.0), 30), (_t(-2.0), _t(-1.0), 300)]),
+    "vbon_loss": Exercise("f(q, probs, rewards, n) -> KL(q || pi_bon)",
+                          lambda q, p, r, n: mv.kl_divergence(q, mv.bon_probs(p, r, n)), _with_policy()),
+    "mid_rank_bound": Exercise("f(log_f_lt, log_mass, n) -> log N + (N-1) log(F_lt + pi(G)/2)", _mid_rank_bound,
+                               st.tuples(_log_probs, _log_probs, st.integers(1, 30)),
+                               [(_t(-800.0), _t(-800.0), 2000)]),
+    "rloo_advantages": Exercise("f(rewards, k) -> advantages", mv.rloo_advantages, _grouped_rewards()),
+    "log_f_hat": Exercise("f(rewards (P, B), references (P, M)) -> log F_mid (P, B)", _log_f_hat_mid,
+                          _rewards_and_references()),
+    "rloo_loss": Exercise("f(logp, task_reward, k1, beta, k) -> surrogate loss", _rloo_loss, _loss_batch(),
+                          grad=True),
+    "mean_se": Exercise("f(x (P*S,), groups) -> (mean, standard error over the P prompt blocks)", _mean_se,
+                        st.tuples(st.integers(2, 6), st.integers(1, 4)).flatmap(
+                            lambda g: st.tuples(st.lists(st.floats(-5, 5), min_size=g[0] * g[1], max_size=g[0] * g[1])
+                                                .map(lambda v: torch.tensor(v, dtype=torch.float64)), st.just(g[0])))),
+    "bon_win_rate_from_pool": Exercise("f(pool (P, S), references (P, M), n) -> (P,) win rates of BoN(n)",
+                                       _bon_win_rate_from_pool, _pool_problems()),
+    "pareto_front": Exercise("f(kl (K,), value (K,)) -> (K,) bool, True on the upper-left Pareto front", _pareto_front,
+                             st.integers(1, 8).flatmap(lambda k: st.tuples(
+                                 *[st.lists(st.integers(0, 4).map(float), min_size=k, max_size=k)
+                                   .map(lambda v: torch.tensor(v, dtype=torch.float64))] * 2))),
 }
 
 
-def _same(got, want, tol: float) -> bool:
+def _shapes(args) -> str:
+    return ", ".join(f"{tuple(a.shape)}" if isinstance(a, torch.Tensor) else repr(a) for a in args)
+
+
+def _compare(got, want, tol: float) -> str | None:
+    """None when got matches want; else what differs (count, shapes, the largest difference and where)."""
     got = got if isinstance(got, tuple) else (got,)
     want = want if isinstance(want, tuple) else (want,)
     if len(got) != len(want):
-        return False
-    for g, w in zip(got, want):
-        g = torch.as_tensor(g, dtype=torch.float64)
-        if g.numel() != w.numel() or not torch.allclose(g.reshape(w.shape), w.double(), atol=tol, rtol=tol):
-            return False
-    return True
+        return f"returned {len(got)} value(s), expected {len(want)}"
+    for i, (g, w) in enumerate(zip(got, want)):
+        w = torch.as_tensor(w).detach()
+        g = torch.as_tensor(g).detach().to(torch.float64 if w.dtype.is_floating_point else w.dtype)
+        if g.shape != w.shape and g.numel() != w.numel():
+            return f"output {i}: shape {tuple(g.shape)}, expected {tuple(w.shape)}"
+        g, w = g.reshape(w.shape), w.double() if w.dtype.is_floating_point else w
+        if not w.dtype.is_floating_point:
+            if not torch.equal(g, w):
+                return f"output {i}: {int((g != w).sum())} of {w.numel()} entries differ"
+            continue
+        same = torch.isclose(g, w, atol=tol, rtol=tol, equal_nan=False) | ((g == w) & torch.isinf(w))
+        if not same.all():
+            diff = torch.where(same, 0.0, (g - w).abs().nan_to_num(math.inf))
+            where = tuple(torch.nonzero(diff == diff.max())[0].tolist()) if diff.dim() else ()
+            return (f"output {i}: largest difference {diff.max().item():.3g} at index {where} "
+                    f"(shape {tuple(w.shape)}; {int((~same).sum())} of {w.numel()} entries differ)")
+    return None
+
+
+def _grads(fn, args) -> tuple:
+    args = tuple(a.detach().clone().requires_grad_() if isinstance(a, torch.Tensor) and a.requires_grad else a
+                 for a in args)
+    out = fn(*args)
+    inputs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    if not isinstance(out, torch.Tensor) or not out.requires_grad:
+        return (torch.zeros(0),) * len(inputs)  # no gradient at all: the comparison reports it
+    return torch.autograd.grad(out.sum(), inputs, allow_unused=True)
+
+
+def _first_failure(ex: Exercise, fn: Callable, args, tol: float) -> str | None:
+    want = ex.answer(*args)
+    try:
+        got = fn(*args)
+    except NotImplementedError:
+        raise
+    except Exception as e:  # a crash is a failing case too: show its arguments
+        return f"arguments (shapes {_shapes(args)})\n  your function raised {type(e).__name__}: {e}"
+    problem = _compare(got, want, tol)
+    if problem is None and ex.grad:
+        problem = _compare(_grads(fn, args), _grads(ex.answer, args), tol)
+        problem = problem and "gradient " + problem
+    if problem is None:
+        return None
+    def show(x):
+        if not isinstance(x, torch.Tensor):
+            return x
+        x = x.detach()
+        return x.double().numpy().round(6).tolist() if x.is_floating_point() else x.tolist()
+
+    return (f"arguments (shapes {_shapes(args)}): {[show(a) for a in args]}\n"
+            f"  expected {[show(w) for w in (want if isinstance(want, tuple) else (want,))]}\n"
+            f"  got      {[show(torch.as_tensor(g)) for g in (got if isinstance(got, tuple) else (got,))]}\n"
+            f"  {problem}")
 
 
 def check(name: str, fn: Callable, max_examples: int = 200, tol: float = 1e-9) -> bool:
-    """Call the reader's ``fn`` for exercise ``name`` on random problems; print and return the verdict.
+    """Check the reader's ``fn`` for exercise ``name``; print and return the verdict.
 
-    True when every problem matches minivbon to ``tol``. A function that still
-    raises NotImplementedError is reported as not answered yet.
+    True when the fixed hard cases and every random problem match the reference answer to ``tol``.
+    A function that still raises NotImplementedError is reported as not answered yet.
     """
     if name not in EXERCISES:
         raise ValueError(f"name must be one of {sorted(EXERCISES)}, got {name!r}")
-    signature, answer, problems = EXERCISES[name]
+    ex = EXERCISES[name]
     failure: list[str] = []
-
-    @settings(max_examples=max_examples, derandomize=True, database=None, deadline=None,
-              suppress_health_check=list(HealthCheck))
-    @given(problems)
-    def run(args):
-        got, want = fn(*args), answer(*args)
-        if not _same(got, want, tol):
-            failure[:] = [f"arguments {args}\n  expected {want}\n  got      {got}"]
-            raise AssertionError(failure[0])
-
     try:
-        run()
+        if ex.verify is not None:
+            message = ex.verify(fn)
+            if message:
+                failure.append(message)
+        for args in ex.cases:
+            if not failure and (message := _first_failure(ex, fn, args, tol)):
+                failure.append("a hard case (large N or tiny probabilities):\n  " + message)
+        if not failure and ex.verify is None:
+            @settings(max_examples=max_examples, derandomize=True, database=None, deadline=None,
+                      suppress_health_check=list(HealthCheck))
+            @given(ex.problems)
+            def run(args):
+                message = _first_failure(ex, fn, args, tol)
+                if message:
+                    failure[:] = ["the smallest failing case found:\n  " + message]
+                    raise AssertionError(message)
+
+            try:
+                run()
+            except AssertionError:
+                pass
     except NotImplementedError:
-        print(f"{name}: not answered yet. Write {signature} and run this cell again.")
+        print(f"{name}: not answered yet. Write {ex.signature} and run this cell again.")
         return False
-    except AssertionError:
-        print(f"{name}: not yet. Smallest failing case found:\n  {failure[0]}")
+    if failure:
+        print(f"{name}: not yet. Failed on {failure[0]}")
         return False
-    print(f"{name}: correct on {max_examples} random problems.")
+    count = f"{len(ex.cases)} hard cases and {max_examples} random problems" if ex.verify is None else "4 problems"
+    print(f"{name}: correct on {count}.")
     return True

@@ -3,7 +3,7 @@
 Both draw with a matplotlib ``Figure`` rendered to PNG bytes on the Agg canvas, never with pyplot, so
 drawing from the panel's training thread is safe. Where the picture goes:
 
-- in a cell that trains in the foreground, a display handle (``LivePlot(title)``), so the saved
+- in a cell that trains in the foreground, a display handle (``LivePlot(title, ...)``), so the saved
   notebook keeps the final picture for readers;
 - in the panel, an ``ipywidgets.Image`` whose ``value`` is replaced. JupyterLab applies widget
   updates sent from any thread, but not display-handle updates inside an ``Output`` widget.
@@ -28,17 +28,24 @@ from matplotlib.figure import Figure
 
 import minivbon as mv
 from minivbon import sentiment
-from notebook_widgets import Interactive
+from notebook_widgets import Interactive, log_int_slider
 
 
 class LivePlot:
-    """Mean reward and KL estimate (k1) of the training batches against the step, redrawn in place."""
+    """Mean reward and KL estimate (k1) of the training batches against the step, redrawn in place.
 
-    def __init__(self, title: str = "", image: widgets.Image | None = None):
-        self.fig = Figure(figsize=(9, 3), dpi=80)
+    Each panel shows the per-step values (faint), their running mean over ``window`` steps, and, when
+    given, BoN(N)'s held-out reward and KL bound as dashed reference lines (``bon_reward``, ``kl_bound``).
+    """
+
+    def __init__(self, title: str = "", image: widgets.Image | None = None, bon_reward: float | None = None,
+                 kl_bound: float | None = None, window: int = 5):
+        self.fig = Figure(figsize=(9, 3.2), dpi=80)
         FigureCanvasAgg(self.fig)
         self.ax_r, self.ax_kl = self.fig.subplots(1, 2)
         self.title, self.image, self.handle = title, image, None
+        self.reference = {"reward": (bon_reward, "BoN(N), held out"), "kl_k1": (kl_bound, "BoN(N)'s KL bound")}
+        self.window = window
         self.draw([])
         if image is None:  # foreground training: a display handle, kept in the saved notebook
             self.handle = display(Image(self.png()), display_id=True)
@@ -50,14 +57,25 @@ class LivePlot:
 
     def draw(self, history: list[dict]) -> None:
         rows = [h for h in history if "reward" in h]
+        steps = [h["step"] for h in rows]
         for ax, key, label in [(self.ax_r, "reward", "mean reward of batch"),
                                (self.ax_kl, "kl_k1", "KL estimate k1 (nats)")]:
             ax.clear()
-            ax.plot([h["step"] for h in rows], [h[key] for h in rows], "o-", ms=3)
+            values = [h[key] for h in rows]
+            ax.plot(steps, values, "o", ms=2.5, color="C0", alpha=0.35, label="per step")
+            if values:
+                means = [sum(values[max(0, i - self.window + 1): i + 1]) / len(values[max(0, i - self.window + 1): i + 1])
+                         for i in range(len(values))]
+                ax.plot(steps, means, "-", color="C0", lw=2, label=f"running mean ({self.window} steps)")
+            level, name = self.reference[key]
+            if level is not None:
+                ax.axhline(level, color="k", ls="--", lw=1, label=name)
             ax.set_xlabel("training step")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
-            if not rows:
+            if rows:
+                ax.legend(fontsize=9, loc="best")
+            else:
                 ax.text(0.5, 0.5, "waiting for the first step", ha="center", va="center", transform=ax.transAxes)
         self.fig.suptitle(self.title)
         self.fig.tight_layout()
@@ -107,7 +125,8 @@ class ControlPanel(Interactive):
     def __init__(self, task, cdf, preset: dict, results: dict, test_cdf: mv.EmpiricalCDF | None = None,
                  every: int = 2):
         wide = widgets.Layout(width="320px")
-        self.n = widgets.IntSlider(value=4, min=2, max=32, description="N", continuous_update=False, layout=wide)
+        self.n = log_int_slider(4, [2, 3, 4, 6, 8, 12, 16, 24, 32], "N")  # equal steps on a log scale
+        self.n.layout = wide
         self.beta = widgets.FloatLogSlider(value=1 / 3, base=10, min=-2, max=0.5, description="beta",
                                            continuous_update=False, readout_format=".3f", layout=wide)
         self.tie = widgets.Checkbox(value=True, description="beta = 1/(N-1)", indent=False,
@@ -176,7 +195,7 @@ class ControlPanel(Interactive):
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                plot = LivePlot(label, image=self.image)
+                plot = LivePlot(label, image=self.image, kl_bound=mv.bon_kl_bound(run["n"]))
                 self.image.value = plot.png()
                 p = self.preset
                 config = mv.TrainConfig(method=run["method"], n=run["n"], beta=run["beta"], k=p["k"],
@@ -203,7 +222,8 @@ class ControlPanel(Interactive):
         spp = self.preset.get("samples_per_prompt", 4)
         e = sentiment.evaluate_policy(self.task, trainer.policy, self.task.test_prompts, self.test_cdf, spp, seed=3)
         wins = self.test_cdf.win_rate([p for p in self.task.test_prompts for _ in range(spp)], e["rewards"])
-        se = wins.std().item() / math.sqrt(wins.numel())
+        per_prompt = wins.view(len(self.task.test_prompts), spp).mean(1)  # a prompt's samples are correlated
+        se = per_prompt.std().item() / math.sqrt(per_prompt.numel())
         return (f"held-out ({wins.numel()} samples): <b>win rate {e['win_rate']:.3f} ± {se:.3f}</b>, "
                 f"KL k1 {e['kl_k1']:.2f} / k3 {e['kl_k3']:.2f} nats &nbsp;|&nbsp; "
                 f"BoN({n}): win rate {bon_win_rate(self.test_cdf, n):.3f}, KL ≤ {mv.bon_kl_bound(n):.2f} (bound)")

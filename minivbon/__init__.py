@@ -1,12 +1,19 @@
-"""minivbon: Variational Best-of-N alignment (Amini, Vieira, Ash, Cotterell, ICLR 2025) in a few hundred lines."""
+"""minivbon: Variational Best-of-N alignment (Amini, Vieira, Ash, Cotterell, ICLR 2025) in a few hundred lines.
+
+Modules: ``bon`` (Best-of-N on categorical distributions), ``objectives`` (the vBoN rewards from samples),
+``policy`` (the policy interface, Best-of-N sampling, the reference CDF), ``loop`` (the one training loop),
+``toy`` / ``lm`` / ``sentiment`` (policies and tasks). No name re-exported here shadows a module.
+"""
 from .bon import (bon_kl_bound, bon_probs, bon_sample, expected_reward, kl_divergence, kl_rl_policy,
                   reward_cdf, win_rate)
+from .loop import TrainConfig, Trainer, rl_loss, rloo_advantages, train
 from .objectives import EmpiricalCDF, kl_k1, kl_k3, log_bon_ratio, vbon_reward
-from .train import Samples, TrainConfig, Trainer, best_of_n, reference_cdf, rl_loss, rloo_advantages, train
+from .policy import Samples, best_of_n, reference_cdf, sequence_log_probs
 
 __all__ = [
     "reward_cdf", "bon_probs", "bon_sample", "kl_divergence", "bon_kl_bound", "win_rate",
     "kl_rl_policy", "expected_reward",
     "EmpiricalCDF", "log_bon_ratio", "vbon_reward", "kl_k1", "kl_k3",
-    "Samples", "TrainConfig", "Trainer", "train", "best_of_n", "reference_cdf", "rl_loss", "rloo_advantages",
+    "Samples", "best_of_n", "reference_cdf", "sequence_log_probs",
+    "TrainConfig", "Trainer", "train", "rl_loss", "rloo_advantages",
 ]

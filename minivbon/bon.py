@@ -19,44 +19,34 @@ from torch import Tensor
 from .checks import check_int, check_positive, check_probs, check_rewards, check_same_shape
 
 
-def _sorted_cdf(probs: Tensor, rewards: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """In reward order: (F_lt, F_le, pi(G(y)), probs renormalised, the sort order), each (..., K).
+def _tie_classes(probs: Tensor, rewards: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(F_lt, F_le, pi(G(y)), probs renormalised), each (..., K), in the outcomes' own order.
 
-    One sort; a tie class is a run of equal sorted rewards, located by a
-    cumulative count of run starts, so everything after the sort is O(K).
+    Sort the rewards once; y's tie class occupies sorted positions lo(y) .. hi(y)-1, found by binary
+    search (searchsorted, as :class:`~minivbon.EmpiricalCDF` does for samples). Then F_lt and F_le are
+    the cumulative mass before lo and before hi, and pi(G(y)) is summed member by member (not
+    F_le - F_lt, which loses a tiny class next to F = 1 to rounding).
     """
-    r_s, order = rewards.sort(dim=-1)
-    p_s = probs.gather(-1, order)
-    cum = p_s.cumsum(-1)
+    r_s, order = rewards.sort(dim=-1)  # (..., K)
+    cum = probs.gather(-1, order).cumsum(-1)  # (..., K) mass of the first j+1 sorted outcomes
     total = cum[..., -1:]
-    cum, p_s = cum / total, p_s / total  # the CDF ends at exactly 1, whatever the rounding
-    cum0 = torch.cat([torch.zeros_like(cum[..., :1]), cum], -1)  # (..., K+1): cum0[j] = mass of the first j
-    k = r_s.shape[-1]
-    starts = torch.ones_like(r_s, dtype=torch.bool)
-    starts[..., 1:] = r_s[..., 1:] != r_s[..., :-1]  # a tie class begins here (each row begins one)
-    flat = starts.reshape(-1)
-    run = flat.cumsum(0) - 1  # (P*K,) which class each sorted outcome is in
-    begin = flat.nonzero().squeeze(1)  # (C,) flat index where each class begins
-    end = torch.cat([begin[1:], begin.new_tensor([flat.numel()])])  # one past its last member
-    first, past = (begin[run] % k).view(r_s.shape), ((end[run] - 1) % k + 1).view(r_s.shape)
-    mass = torch.zeros(begin.numel(), dtype=p_s.dtype).index_add_(0, run, p_s.reshape(-1))[run]
-    return cum0.gather(-1, first), cum0.gather(-1, past), mass.view(r_s.shape), p_s, order
-
-
-def _unsort(x: Tensor, order: Tensor) -> Tensor:
-    """Undo the reward sort: out[..., order[j]] = x[..., j]."""
-    return torch.empty_like(x).scatter_(-1, order, x)
+    p, cum = probs / total, torch.cat([torch.zeros_like(total), cum / total], -1)  # cum: (..., K+1), ends at 1
+    r = rewards.contiguous()
+    lo = torch.searchsorted(r_s.contiguous(), r, right=False)  # (..., K) first sorted position of G(y)
+    hi = torch.searchsorted(r_s.contiguous(), r, right=True)  # (..., K) one past its last
+    class_mass = torch.zeros_like(p).scatter_add_(-1, lo, p).gather(-1, lo)  # pi(G(y)): members added up
+    return cum.gather(-1, lo), cum.gather(-1, hi), class_mass, p
 
 
 def reward_cdf(probs, rewards) -> tuple[Tensor, Tensor]:
     """Reference CDF of the reward at each outcome: ``(F_lt, F_le)``, each (..., K).
 
     F_lt(y) = sum_{y': r(y') < r(y)} pi(y'),  F_le(y) = sum_{y': r(y') <= r(y)} pi(y').
-    O(K log K) per prompt: one sort, then a linear scan for the tie classes.
+    O(K log K) per prompt: one sort and two binary searches.
     """
     p = check_probs(probs)
-    f_lt, f_le, _, _, order = _sorted_cdf(p, check_rewards(rewards, p))
-    return _unsort(f_lt, order), _unsort(f_le, order)
+    f_lt, f_le, _, _ = _tie_classes(p, check_rewards(rewards, p))
+    return f_lt, f_le
 
 
 def bon_probs(probs, rewards, n: int) -> Tensor:
@@ -71,12 +61,12 @@ def bon_probs(probs, rewards, n: int) -> Tensor:
     """
     n = check_int(n, "n")
     p = check_probs(probs)
-    f_lt, f_le, class_mass, p, order = _sorted_cdf(p, check_rewards(rewards, p))  # in reward order
+    f_lt, f_le, class_mass, p = _tie_classes(p, check_rewards(rewards, p))
     log_le, log_lt = f_le.log(), f_lt.log()
     gap = torch.where(f_le > 0, log_lt - log_le, -math.inf)  # <= 0
     log_top = n * log_le + torch.log(-torch.expm1(n * gap))  # log P(top reward class = G(y))
     share = torch.where(p > 0, p / class_mass.clamp_min(torch.finfo(p.dtype).tiny), 0.0)  # pi(y)/pi(G(y))
-    return _unsort(share * log_top.exp(), order)
+    return share * log_top.exp()
 
 
 def bon_sample(probs, rewards, n: int, num_samples: int, generator: torch.Generator | None = None,
@@ -130,7 +120,8 @@ def win_rate(policy_probs, ref_probs, rewards) -> Tensor:
     """P[r(Y) > r(Y')] + 1/2 P[r(Y) = r(Y')], Y ~ policy, Y' ~ reference, shape (...).
 
     Equals E_{y~policy}[F_lt(y) + (F_le(y) - F_lt(y))/2]: the policy's expected
-    mid-rank under the reference CDF. Best-of-n gives n/(n+1) without ties.
+    mid-rank under the reference CDF. Best-of-n's win rate is at most n/(n+1), with equality only when
+    ties have probability 0 (the continuous limit); on K outcomes it is lower (chapter 2).
     """
     q = check_probs(policy_probs, "policy_probs")
     f_lt, f_le = reward_cdf(check_probs(ref_probs, "ref_probs"), rewards)

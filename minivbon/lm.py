@@ -1,7 +1,7 @@
 """Causal language models as policies: loading (hub name or local path), sampling, log-probabilities.
 
 ``LMPolicy`` adapts a transformers causal LM to the policy interface of
-:mod:`minivbon.train` (``sample`` and ``token_log_probs``), so the same RLOO
+:mod:`minivbon.policy` (``sample`` and ``token_log_probs``), so the same RLOO
 loop that trains tabular policies trains GPT-2.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .checks import check_int, check_positive
-from .train import Samples
+from .policy import Samples
 
 
 class HubUnavailableError(OSError):
@@ -157,7 +157,10 @@ class LMPolicy(nn.Module):
         x = samples.tokens.to(self.device)
         attn = samples.extra["attention_mask"].to(self.device)
         positions = (attn.cumsum(1) - 1).clamp_min(0)  # as generate numbers left-padded positions
-        with self.autocast():
-            logits = self.model(input_ids=x, attention_mask=attn, position_ids=positions).logits[:, :-1]  # (B, T-1, V)
-        logp = (logits.float() / self.temperature).log_softmax(-1).gather(-1, x[:, 1:, None]).squeeze(-1)
-        return torch.cat([torch.zeros_like(logp[:, :1]), logp], 1) * samples.mask.to(self.device)
+        generated = samples.mask.any(0).nonzero()
+        start = max(1, int(generated[0])) if len(generated) else x.shape[1]  # first column with a generated token
+        with self.autocast():  # logits only where a generated token is predicted: positions start-1 .. T-2
+            logits = self.model(input_ids=x, attention_mask=attn, position_ids=positions,
+                                logits_to_keep=x.shape[1] - start + 1).logits[:, :-1]  # (B, T-start, V)
+        logp = (logits.float() / self.temperature).log_softmax(-1).gather(-1, x[:, start:, None]).squeeze(-1)
+        return torch.cat([logp.new_zeros(len(x), start), logp], 1) * samples.mask.to(self.device)  # (B, T)

@@ -25,7 +25,7 @@ from .checks import check_int
 from .lm import LMPolicy, from_pretrained, hub_guard, load_policy
 from .objectives import EmpiricalCDF
 from .storage import load_safe, save_atomic
-from .train import Samples, reference_cdf, sequence_log_probs
+from .policy import Samples, reference_cdf, sequence_log_probs
 
 def _find_data() -> Path | None:
     """The local backend's folder: $MINIVBON_DATA, else data/ inside the installed package (a wheel), else

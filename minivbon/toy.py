@@ -4,7 +4,7 @@ Strings have a fixed ``length`` over ``vocab`` symbols (4 symbols and length 6
 give 4096 strings per prompt). The reference is a first-order tabular model
 (next-symbol logits given prompt, position and previous symbol); the reward is
 a random unigram-plus-bigram score (continuous, so almost surely no ties).
-``TabularPolicy`` implements the policy interface of :mod:`minivbon.train`.
+``TabularPolicy`` implements the policy interface of :mod:`minivbon.policy`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .bon import bon_probs, expected_reward, kl_divergence, win_rate
 from .checks import check_int, check_positive
-from .train import Samples
+from .policy import Samples
 
 
 def all_strings(vocab: int, length: int) -> Tensor:

@@ -1,4 +1,6 @@
-"""The book's exercise checkers (book/checkers.py) accept right answers and reject wrong ones."""
+"""The book's exercise checkers (book/checkers.py) accept the worked solutions (book/solutions/) and reject
+wrong answers, naive formulas that underflow at large N included, with a message that locates the error."""
+import importlib
 import math
 import sys
 from pathlib import Path
@@ -6,9 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book"))
+BOOK = Path(__file__).resolve().parents[1] / "book"
+sys.path.insert(0, str(BOOK))
 import checkers  # noqa: E402
-from minivbon import bon_probs  # noqa: E402
+from minivbon import bon_probs, reward_cdf  # noqa: E402
+
+SOLUTIONS = {}
+for chapter in sorted((BOOK / "solutions").glob("chapter*.py")):
+    SOLUTIONS.update(importlib.import_module(f"solutions.{chapter.stem}").SOLUTIONS)
 
 
 def naive_bon_no_ties(p, r, n):  # right when rewards are distinct, wrong with ties
@@ -16,53 +23,78 @@ def naive_bon_no_ties(p, r, n):  # right when rewards are distinct, wrong with t
     return (f_lt + p) ** n - f_lt**n
 
 
-def naive_reward_cdf(p, r):
-    return torch.stack([p[r < v].sum() for v in r]), torch.stack([p[r <= v].sum() for v in r])
+def naive_log_bon_ratio(lf, lp, n):  # the formula as written: fine for small n, cancels for large n
+    a, g = lf.exp(), lp.exp()
+    return torch.log(((a + g) ** n - a**n) / g)
 
 
-def naive_log_bon_ratio(lf, lp, n):
-    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + (n - i) * lf + (i - 1) * lp
-             for i in range(1, n + 1)]
-    return torch.logsumexp(torch.stack(terms), 0)
+def lowest_index_bon_sample(probs, rewards, n, num_samples, generator=None):
+    """Breaks ties by the answer's index, not by a position: biased within a tie class (chapter 1, section 2)."""
+    draws = torch.multinomial(probs.expand(num_samples, -1), n, replacement=True, generator=generator)
+    key = rewards[draws] * 1000 - draws  # among tied rewards the smallest answer index wins
+    return draws.gather(-1, key.argmax(-1, keepdim=True)).squeeze(-1)
 
 
-RIGHT = {
-    "reward_cdf": naive_reward_cdf,
-    "bon_probs_no_ties": naive_bon_no_ties,
-    "win_rate": lambda q, p, r: (q * sum(naive_reward_cdf(p, r)) / 2).sum(),
-    "kl_rl_policy": lambda p, r, beta: p * torch.exp(r / beta) / (p * torch.exp(r / beta)).sum(),
-    "log_bon_ratio": naive_log_bon_ratio,
-    "vbon_loss": lambda q, p, r, n: (q * (q / bon_probs(p, r, n)).log()).sum(),
-    "rloo_advantages": lambda r, k: torch.cat([g - (g.sum() - g) / (k - 1) for g in r.split(k)]),
-}
 WRONG = {
-    "reward_cdf": lambda p, r: (naive_reward_cdf(p, r)[1], naive_reward_cdf(p, r)[1]),
+    "expected_reward": lambda p, r: r.mean(),  # forgets the probabilities
+    "reward_cdf": lambda p, r: (reward_cdf(p, r)[1], reward_cdf(p, r)[1]),
     "bon_probs_no_ties": lambda p, r, n: p,
     "bon_probs": naive_bon_no_ties,  # forgets the ties
-    "win_rate": lambda q, p, r: (q * naive_reward_cdf(p, r)[0]).sum(),  # ties count 0, not 1/2
-    "kl_rl_policy": lambda p, r, beta: torch.softmax(r / beta, 0),  # forgets the reference
-    "log_bon_ratio": lambda lf, lp, n: math.log(n) + (n - 1) * lf,  # only the first term
+    "bon_sample": lowest_index_bon_sample,
+    "win_rate": lambda q, p, r: (q * reward_cdf(p, r)[0]).sum(),  # ties count 0, not 1/2
+    "kl_rl_policy": lambda p, r, beta: p * torch.exp(r / beta) / (p * torch.exp(r / beta)).sum(),  # overflows
+    "win_rate_from_samples": lambda r, m: (m[:, None, :] < r[:, :, None]).double().mean((-1, -2)),  # ties lost
+    "log_bon_ratio": naive_log_bon_ratio,
     "vbon_loss": lambda q, p, r, n: (bon_probs(p, r, n) * (bon_probs(p, r, n) / q).log()).sum(),
+    "mid_rank_bound": lambda lf, lg, n: math.log(n) + (n - 1) * torch.log(lf.exp() + lg.exp() / 2),  # underflows
     "rloo_advantages": lambda r, k: torch.cat([g - g.mean() for g in r.split(k)]),  # includes itself in the mean
+    "log_f_hat": lambda r, m: torch.log(((m[:, None, :] < r[:, :, None]).double().sum(-1) + 1) / (m.shape[1] + 1)),
+    "rloo_loss": lambda lp, t, k1, b, k: -(SOLUTIONS["rloo_advantages"](t - b * k1, k) * lp).sum(),  # sum, not mean
+    "mean_se": lambda x, g: (x.mean(), x.std() / math.sqrt(len(x))),  # treats correlated samples as independent
+    "pareto_front": lambda kl, v: v == v.max(),
+    "bon_win_rate_from_pool": lambda pool, m, n: SOLUTIONS["win_rate_from_samples"](pool, m),  # forgets the max
 }
 
 
-@pytest.mark.parametrize("name", sorted(RIGHT))
-def test_right_answers_pass(name, capsys):
-    assert checkers.check(name, RIGHT[name], max_examples=60)
+def test_every_exercise_has_a_solution_and_a_wrong_answer():
+    assert set(SOLUTIONS) == set(checkers.EXERCISES) == set(WRONG)
+
+
+@pytest.mark.parametrize("name", sorted(checkers.EXERCISES))
+def test_solutions_pass(name, capsys):
+    assert checkers.check(name, SOLUTIONS[name], max_examples=60)
     assert "correct" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", sorted(WRONG))
-def test_wrong_answers_fail_with_a_counterexample(name, capsys):
+@pytest.mark.parametrize("name", sorted(checkers.EXERCISES))
+def test_wrong_answers_fail_and_say_where(name, capsys):
     assert not checkers.check(name, WRONG[name], max_examples=60)
-    assert "Smallest failing case" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not yet" in out and ("largest difference" in out or "differ" in out or "raised" in out), out
 
 
-def test_unanswered_and_unknown():
+@pytest.mark.parametrize("name", ["log_bon_ratio", "mid_rank_bound", "kl_rl_policy"])
+def test_naive_formulas_fail_on_a_hard_case(name, capsys):
+    assert not checkers.check(name, WRONG[name], max_examples=60)
+    assert "hard case" in capsys.readouterr().out
+
+
+def test_a_shape_error_is_reported_with_the_shapes(capsys):
+    assert not checkers.check("reward_cdf", lambda p, r: (p[:1], p[:1]))
+    out = capsys.readouterr().out
+    assert "shape" in out and "expected" in out
+
+
+def test_a_crash_is_reported_not_raised(capsys):
+    assert not checkers.check("expected_reward", lambda p, r: p @ r[:0])
+    assert "raised" in capsys.readouterr().out
+
+
+def test_unanswered_and_unknown(capsys):
     def todo(*args):
         raise NotImplementedError
 
     assert not checkers.check("bon_probs", todo)
+    assert "not answered yet" in capsys.readouterr().out
     with pytest.raises(ValueError, match="name must be one of"):
         checkers.check("no_such_exercise", todo)

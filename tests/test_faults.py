@@ -21,7 +21,8 @@ import minivbon as mv
 import minivbon.sentiment as sent
 from minivbon import storage
 from minivbon.toy import TabularPolicy, make_world
-from minivbon.train import TrainConfig, Trainer, reference_cdf, rloo_advantages, train
+from minivbon.loop import TrainConfig, Trainer, rloo_advantages, train
+from minivbon.policy import reference_cdf
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = TrainConfig(method="vbon", n=4, k=4, prompts_per_step=2, steps=3, lr=0.03, max_grad_norm=None)

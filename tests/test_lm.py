@@ -9,7 +9,7 @@ import torch
 
 from minivbon.lm import HubUnavailableError, LMPolicy, from_pretrained, load_policy
 from minivbon.sentiment import DATA, VaderReward
-from minivbon.train import best_of_n
+from minivbon.policy import best_of_n
 
 LOCAL = DATA / "local-gpt2"
 

@@ -1,5 +1,6 @@
 """The committed chapters as a reader of a fresh clone sees them (tools/normalize_notebooks.py)."""
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -47,3 +48,19 @@ def test_every_widget_cell_is_followed_by_a_static_figure(path):
             after = cells[i + 1]
             assert any("image/png" in o.get("data", {}) for o in after.get("outputs", [])), \
                 f"cell {i} of {path.name} is a widget with no static figure after it"
+
+
+@pytest.mark.parametrize("path", [p for p in CHAPTERS if not p.name.startswith("00")], ids=lambda p: p.name)
+def test_every_chapter_ends_with_a_summary_things_to_try_and_three_checked_exercises(path):
+    cells = json.loads(path.read_text())["cells"]
+    headings = [line for c in cells if c["cell_type"] == "markdown" for line in "".join(c["source"]).splitlines()
+                if line.startswith("## ")]
+    for heading in ("## Summary", "## What to try", "## Exercises"):
+        assert heading in headings, f"{path.name} has no '{heading}' section"
+    sys.path.insert(0, str(ROOT / "book"))
+    import checkers
+
+    names = [m for c in cells if c["cell_type"] == "code"
+             for m in re.findall(r'check\("(\w+)"', "".join(c["source"]))]
+    assert len(names) >= 3, f"{path.name} has {len(names)} checked exercises"
+    assert set(names) <= set(checkers.EXERCISES), set(names) - set(checkers.EXERCISES)

@@ -42,8 +42,8 @@ def test_train_runs_once_with_the_settings_of_the_click(setup):
     results = {}
     p = panel.control_panel(task, cdf, preset, results, test_cdf)
     assert p.beta.disabled and p.beta.value == pytest.approx(1 / 3)  # tied to 1/(N-1) for N = 4
-    p.n.value = 5
-    assert p.beta.value == pytest.approx(1 / 4)
+    p.n.value = 6
+    assert p.beta.value == pytest.approx(1 / 5)
     gate = threading.Event()
     real_train = panel.train_method
 
@@ -56,15 +56,15 @@ def test_train_runs_once_with_the_settings_of_the_click(setup):
         p.train.click()
         p.train.click()  # a double-click: the second is ignored
         assert all(w.disabled for w in p.inputs) and p.train.disabled and not p.halt.disabled
-        p.n.value = 9  # a locked control changed by code: the running job keeps the settings of the click
+        p.n.value = 8  # a locked control changed by code: the running job keeps the settings of the click
         gate.set()
         wait_for(lambda: not p.running)
     finally:
         panel.train_method = real_train
     (label, trainer), = results.items()
-    assert "vbon N=5" in label and trainer.config.n == 5 and trainer.step == 3 and not trainer.interrupted
+    assert "vbon N=6" in label and trainer.config.n == 6 and trainer.step == 3 and not trainer.interrupted
     assert p.runs_started == 1 and "done" in p.status.value
-    assert "win rate" in p.report.value and "BoN(5)" in p.report.value
+    assert "win rate" in p.report.value and "BoN(6)" in p.report.value
     assert not p.train.disabled and p.halt.disabled and not any(w.disabled for w in p.inputs if w is not p.beta)
     assert p.image.value[:8] == b"\x89PNG\r\n\x1a\n"  # the live plot was drawn
 

@@ -4,7 +4,7 @@ import torch
 
 import minivbon.sentiment as sent
 from minivbon.lm import HubUnavailableError
-from minivbon.train import TrainConfig, train
+from minivbon.loop import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

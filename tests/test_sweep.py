@@ -10,9 +10,9 @@ sys.path.insert(0, str(ROOT / "experiments"))
 import sentiment_sweep  # noqa: E402
 
 
-def sweep(out):
+def sweep(out, *extra):
     done = subprocess.run([sys.executable, str(ROOT / "experiments" / "sentiment_sweep.py"), "--preset", "tiny",
-                           "--out", str(out)], capture_output=True, text=True, timeout=900)
+                           "--out", str(out), *extra], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(out.read_text()), done.stdout
 
@@ -36,10 +36,19 @@ def test_tiny_sweep_writes_everything_and_resumes(tmp_path):
     assert {k: v for k, v in again["runs"].items() if k != "kl-rl|N=4|M=8|seed=1"} == results["runs"]
 
 
+def test_two_worker_processes_write_every_run_once(tmp_path):
+    results, stdout = sweep(tmp_path / "sweep.json", "--workers", "2")
+    assert results["workers"] == 2 and "frontier counts" in stdout
+    assert sorted(results["runs"]) == sorted(sentiment_sweep.key(r) for r in sentiment_sweep.plan(sentiment_sweep.PRESETS["tiny"]))
+    assert all(0 <= r["win_rate"] <= 1 and r["eval_samples"] > 0 for r in results["runs"].values())
+
+
 def test_frontier_counts_and_standard_errors():
     import torch
 
     points = [("a", 0.1, 0.5), ("a", 1.0, 0.9), ("b", 0.5, 0.4), ("b", 2.0, 0.95), ("c", 1.5, 0.8)]
     assert sentiment_sweep.frontier_counts(points) == {"a": 2, "b": 1, "c": 0}
+    twins = [("x", 0.5, 0.6), ("y", 0.5 + 3e-6, 0.6), ("z", 0.6, 0.55)]  # the same point up to rounding
+    assert sentiment_sweep.frontier_counts(twins) == {"x": 1, "y": 1, "z": 0}
     mean, se = sentiment_sweep.mean_se(torch.tensor([1.0, 1.0, 3.0, 3.0]), 2)  # two prompts of two samples
     assert (mean, round(se, 6)) == (2.0, 1.0)

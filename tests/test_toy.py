@@ -6,7 +6,7 @@ import torch
 
 import minivbon as mv
 from minivbon.toy import TabularPolicy, all_strings, make_world
-from minivbon.train import Samples
+from minivbon.policy import Samples
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,13 @@ The methods differ only in the task reward and beta::
     | kl-rl    | r(y)                                    | given           |
     | bon-sft  | maximum likelihood on the best of n reference samples (no RL) |
 
-A policy is any ``nn.Module`` with ``sample(prompt_ids, generator) -> Samples``
-and ``token_log_probs(samples) -> (B, T)`` log-probs of each token (masked
-positions are ignored). The reference is a frozen policy of the same kind.
+A policy is anything with the interface of :mod:`minivbon.policy`; the reference is a frozen
+policy of the same kind.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
@@ -31,28 +30,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .checks import as_float, check_int, check_not_nan, check_positive, check_reward_batch
-from .objectives import EmpiricalCDF, kl_k3, vbon_reward
+from .objectives import EmpiricalCDF, vbon_reward
+from .policy import Samples, best_of_n, sequence_log_probs
 from .storage import load_safe, save_atomic
 
 METHODS = ("vbon", "vbon-l", "kl-rl", "bon-sft")
-
-
-@dataclass
-class Samples:
-    """A batch of outputs: prompt_ids (B,), tokens (B, T), mask (B, T) True on generated tokens.
-
-    ``extra`` carries whatever a policy needs besides (an attention mask, texts).
-    """
-
-    prompt_ids: list
-    tokens: Tensor
-    mask: Tensor
-    extra: dict = field(default_factory=dict)
-
-    def select(self, index: Tensor) -> "Samples":
-        """The rows in ``index`` (B',)."""
-        pick = {k: (v[index] if isinstance(v, Tensor) else [v[i] for i in index.tolist()]) for k, v in self.extra.items()}
-        return Samples([self.prompt_ids[i] for i in index.tolist()], self.tokens[index], self.mask[index], pick)
 
 
 @dataclass
@@ -128,15 +110,6 @@ def task_reward(method: str, n: int, raw: Tensor, prompt_ids: list, log_ref: Ten
     return vbon_reward(cdf.log_cdf(prompt_ids, raw), n, log_ref=log_ref, log_tie_mass=log_mass)
 
 
-def sequence_log_probs(policy: nn.Module, reference: nn.Module, samples: Samples) -> tuple[Tensor, Tensor, Tensor]:
-    """(log q(y), log pi(y), k3(y)), each (B,), summed over generated tokens; log q keeps its gradient."""
-    logp = policy.token_log_probs(samples)  # (B, T)
-    with torch.no_grad():
-        ref = reference.token_log_probs(samples)
-    mask = samples.mask.to(logp.device)
-    return (logp * mask).sum(-1), (ref * mask).sum(-1), (kl_k3(logp.detach(), ref) * mask).sum(-1)
-
-
 def rl_loss(policy: nn.Module, reference: nn.Module, samples: Samples, raw_reward: Tensor,
             config: TrainConfig, cdf: EmpiricalCDF | None = None) -> tuple[Tensor, dict]:
     """RLOO surrogate loss for k samples per prompt (grouped contiguously) and its statistics."""
@@ -150,38 +123,12 @@ def rl_loss(policy: nn.Module, reference: nn.Module, samples: Samples, raw_rewar
                   "kl_k1": k1.mean().item(), "kl_k3": k3.mean().item()}
 
 
-@torch.no_grad()
-def best_of_n(policy: nn.Module, prompts: list, n: int, reward_fn: Callable[[Samples], Tensor],
-              generator: torch.Generator | None = None) -> tuple[Samples, Tensor]:
-    """Best-of-n generation: n samples per prompt in one batch, keep the highest reward (first on ties).
-
-    Returns the kept samples (one per prompt) and their rewards (P,).
-    """
-    n = check_int(n, "n", maximum=max(1, 2**20 // max(1, len(prompts))), why=" (all n samples per prompt are drawn in one batch)")
-    samples = policy.sample([p for p in prompts for _ in range(n)], generator)
-    raw = check_reward_batch(reward_fn(samples), len(samples.prompt_ids), "best_of_n").view(-1, n)
-    return samples.select(raw.argmax(1).cpu() + torch.arange(len(prompts)) * n), raw.max(1).values
-
-
 def sft_loss(policy: nn.Module, reference: nn.Module, prompts: list, reward_fn: Callable, n: int,
              generator: torch.Generator) -> tuple[Tensor, dict]:
     """BoN-SFT: maximise the log-likelihood of the best of n reference samples per prompt."""
     best, reward = best_of_n(reference, prompts, n, reward_fn, generator)
     logp = policy.token_log_probs(best)
     return -((logp * best.mask).sum(-1)).mean(), {"reward": reward.double().mean().item()}
-
-
-@torch.no_grad()
-def reference_cdf(reference: nn.Module, prompts: list, reward_fn: Callable[[Samples], Tensor], m: int,
-                  generator: torch.Generator | None = None, batch_size: int = 256) -> EmpiricalCDF:
-    """Sample m outputs per prompt from the reference, score them, and build the per-prompt CDF."""
-    m = check_int(m, "m", maximum=10**6, why=" reference samples per prompt")
-    if len(set(prompts)) != len(prompts):
-        raise ValueError("prompts has duplicate ids: each prompt gets one row of references")
-    flat = [p for p in prompts for _ in range(m)]
-    rewards = torch.cat([reward_fn(reference.sample(flat[i:i + batch_size], generator)).double().cpu()
-                         for i in range(0, len(flat), batch_size)]).view(len(prompts), m)
-    return EmpiricalCDF({p: rewards[i] for i, p in enumerate(prompts)})
 
 
 class Trainer:

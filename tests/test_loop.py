@@ -1,4 +1,4 @@
-"""minivbon.train: the RLOO loop trains every method, resumes exactly, and rejects bad configurations."""
+"""minivbon.loop: the RLOO loop trains every method, resumes exactly, and rejects bad configurations."""
 import dataclasses
 
 import pytest
@@ -6,7 +6,8 @@ import torch
 
 from minivbon import bon_probs, kl_divergence
 from minivbon.toy import TabularPolicy, make_world
-from minivbon.train import TrainConfig, Trainer, reference_cdf, rl_loss, rloo_advantages, train
+from minivbon.loop import TrainConfig, Trainer, rl_loss, rloo_advantages, train
+from minivbon.policy import reference_cdf
 
 
 @pytest.fixture(scope="module")
