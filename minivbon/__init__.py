@@ -1,4 +1,4 @@
-"""minivbon: Variational Best-of-N alignment (Amini, Vieira, Ash, Cotterell, ICLR 2025) in a few hundred lines.
+"""minivbon: Variational Best-of-N alignment (Amini, Vieira, Ash, Cotterell, ICLR 2025) in a small library.
 
 Modules: ``bon`` (Best-of-N on categorical distributions), ``objectives`` (the vBoN rewards from samples),
 ``policy`` (the policy interface, Best-of-N sampling, the reference CDF), ``loop`` (the one training loop),

@@ -2,14 +2,13 @@
 and on tiny random models saved to a temporary folder (the hub cannot be reached here)."""
 import re
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from minivbon.lm import HubUnavailableError, LMPolicy, from_pretrained, load_policy
 from minivbon.sentiment import DATA, VaderReward
-from minivbon.policy import best_of_n
+from minivbon.policy import Samples, best_of_n
 
 LOCAL = DATA / "local-gpt2"
 
@@ -72,6 +71,30 @@ def test_token_log_probs_match_a_manual_computation(local):
         gen = samples.mask[b].sum().item()
         assert torch.allclose(got[b][samples.mask[b]], manual[n_prompt - 1: n_prompt - 1 + gen], atol=1e-4)
         assert (got[b][~samples.mask[b]] == 0).all()  # prompt and padding are excluded
+
+
+def test_samples_come_from_the_distribution_token_log_probs_scores(local):
+    """generate's own next-token distribution, with left-padded prompts of different lengths, is the one
+    token_log_probs evaluates: otherwise the policy gradient would score samples from another policy."""
+    ids = [0, 1, 2, 3]  # prompts of 2 to 6 tokens: three of the four rows are left-padded
+    rows = [local.prompt_tokens[i] for i in ids]
+    width, tok = max(map(len, rows)), local.tokenizer
+    x = torch.full((len(rows), width), tok.pad_token_id)
+    attn = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        x[i, width - len(r):], attn[i, width - len(r):] = torch.tensor(r), 1
+    torch.manual_seed(3)
+    out = local.model.generate(input_ids=x, attention_mask=attn, do_sample=True, top_k=0, top_p=1.0,
+                               max_new_tokens=12, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                               output_scores=True, return_dict_in_generate=True)
+    new = out.sequences[:, width:]  # (B, 12)
+    scored = torch.stack(out.scores, 1).log_softmax(-1).gather(-1, new[..., None]).squeeze(-1)  # (B, 12)
+    is_eos = (new == tok.eos_token_id).long()
+    keep = (is_eos.cumsum(1) - is_eos) == 0
+    samples = Samples(ids, out.sequences, torch.cat([torch.zeros_like(attn, dtype=torch.bool), keep], 1),
+                      {"attention_mask": torch.cat([attn, keep.long()], 1)})
+    ours = local.token_log_probs(samples)[:, width:]
+    assert ((scored - ours).abs() * keep).max() < 1e-4
 
 
 def test_mask_stops_after_the_first_eos(local):
