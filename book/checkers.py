@@ -51,14 +51,18 @@ def _grouped_rewards(draw):
     return torch.tensor(draw(st.lists(st.floats(-10, 10), min_size=p * k, max_size=p * k)), dtype=torch.float64), k
 
 
+def _reward_rows(draw, prompts: int, width: int) -> torch.Tensor:
+    """(prompts, width) rewards from few distinct values (multiples of 1/2 in [-2, 2]), so ties are common."""
+    values = st.integers(-4, 4).map(lambda v: v / 2)
+    return torch.tensor([draw(st.lists(values, min_size=width, max_size=width)) for _ in range(prompts)],
+                        dtype=torch.float64)
+
+
 @st.composite
 def _rewards_and_references(draw):
     """(rewards (P, B), references (P, M)): few distinct values, so samples often tie with references."""
     p, b, m = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 12))
-    values = st.integers(-4, 4).map(lambda v: v / 2)
-    rows = lambda width: torch.tensor([draw(st.lists(values, min_size=width, max_size=width)) for _ in range(p)],
-                                      dtype=torch.float64)
-    return rows(b), rows(m)
+    return _reward_rows(draw, p, b), _reward_rows(draw, p, m)
 
 
 @st.composite
@@ -101,10 +105,7 @@ def _bon_win_rate_from_pool(pool, references, n):
 def _pool_problems(draw):
     """(pool (P, S), references (P, M), n) with S a multiple of n."""
     p, n, groups, m = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 10))
-    values = st.integers(-4, 4).map(lambda v: v / 2)
-    rows = lambda width: torch.tensor([draw(st.lists(values, min_size=width, max_size=width)) for _ in range(p)],
-                                      dtype=torch.float64)
-    return rows(n * groups), rows(m), n
+    return _reward_rows(draw, p, n * groups), _reward_rows(draw, p, m), n
 
 
 def _mean_se(x, groups):

@@ -64,8 +64,8 @@ class LivePlot:
             values = [h[key] for h in rows]
             ax.plot(steps, values, "o", ms=2.5, color="C0", alpha=0.35, label="per step")
             if values:
-                means = [sum(values[max(0, i - self.window + 1): i + 1]) / len(values[max(0, i - self.window + 1): i + 1])
-                         for i in range(len(values))]
+                windows = [values[max(0, i - self.window + 1): i + 1] for i in range(len(values))]
+                means = [sum(w) / len(w) for w in windows]
                 ax.plot(steps, means, "-", color="C0", lw=2, label=f"running mean ({self.window} steps)")
             level, name = self.reference[key]
             if level is not None:
@@ -221,7 +221,7 @@ class ControlPanel(Interactive):
             return ""
         spp = self.preset.get("samples_per_prompt", 4)
         e = sentiment.evaluate_policy(self.task, trainer.policy, self.task.test_prompts, self.test_cdf, spp, seed=3)
-        wins = self.test_cdf.win_rate([p for p in self.task.test_prompts for _ in range(spp)], e["rewards"])
+        wins = e["per_sample"]["win_rate"]  # (P * spp,) in prompt order
         per_prompt = wins.view(len(self.task.test_prompts), spp).mean(1)  # a prompt's samples are correlated
         se = per_prompt.std().item() / math.sqrt(per_prompt.numel())
         return (f"held-out ({wins.numel()} samples): <b>win rate {e['win_rate']:.3f} ± {se:.3f}</b>, "

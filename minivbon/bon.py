@@ -28,12 +28,13 @@ def _tie_classes(probs: Tensor, rewards: Tensor) -> tuple[Tensor, Tensor, Tensor
     F_le - F_lt, which loses a tiny class next to F = 1 to rounding).
     """
     r_s, order = rewards.sort(dim=-1)  # (..., K)
+    r_s = r_s.contiguous()
     cum = probs.gather(-1, order).cumsum(-1)  # (..., K) mass of the first j+1 sorted outcomes
     total = cum[..., -1:]
     p, cum = probs / total, torch.cat([torch.zeros_like(total), cum / total], -1)  # cum: (..., K+1), ends at 1
     r = rewards.contiguous()
-    lo = torch.searchsorted(r_s.contiguous(), r, right=False)  # (..., K) first sorted position of G(y)
-    hi = torch.searchsorted(r_s.contiguous(), r, right=True)  # (..., K) one past its last
+    lo = torch.searchsorted(r_s, r, right=False)  # (..., K) first sorted position of G(y)
+    hi = torch.searchsorted(r_s, r, right=True)  # (..., K) one past its last
     class_mass = torch.zeros_like(p).scatter_add_(-1, lo, p).gather(-1, lo)  # pi(G(y)): members added up
     return cum.gather(-1, lo), cum.gather(-1, hi), class_mass, p
 

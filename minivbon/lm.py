@@ -121,6 +121,19 @@ class LMPolicy(nn.Module):
         """The context the model runs in: bfloat16 autocast for precision="bf16", else nothing."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
+    def prompt_batch(self, prompt_ids) -> tuple[Tensor, Tensor]:
+        """The prompts' tokens left-padded to one width, and their attention mask: (B, width) each."""
+        unknown = [p for p in prompt_ids if p not in self.prompt_tokens]
+        if unknown:
+            raise ValueError(f"prompt id {unknown[0]!r} is unknown to this policy (add it with add_prompts)")
+        rows = [self.prompt_tokens[p] for p in prompt_ids]
+        width = max(map(len, rows))
+        x = torch.full((len(rows), width), self.tokenizer.pad_token_id)
+        attn = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            x[i, width - len(r):], attn[i, width - len(r):] = torch.tensor(r), 1
+        return x, attn
+
     @torch.no_grad()
     def sample(self, prompt_ids, generator: torch.Generator | None = None) -> Samples:
         """One continuation per prompt id, all in one ``generate`` call (left-padded prompts).
@@ -128,15 +141,8 @@ class LMPolicy(nn.Module):
         Returns tokens (B, prompt width + new tokens) with mask True on generated tokens up to and
         including the first eos; extra holds the attention mask and the decoded texts.
         """
-        unknown = [p for p in prompt_ids if p not in self.prompt_tokens]
-        if unknown:
-            raise ValueError(f"prompt id {unknown[0]!r} is unknown to this policy (add it with add_prompts)")
-        rows = [self.prompt_tokens[p] for p in prompt_ids]
-        width, tok = max(map(len, rows)), self.tokenizer
-        x = torch.full((len(rows), width), tok.pad_token_id)
-        attn = torch.zeros(len(rows), width, dtype=torch.long)
-        for i, r in enumerate(rows):
-            x[i, width - len(r):], attn[i, width - len(r):] = torch.tensor(r), 1
+        x, attn = self.prompt_batch(prompt_ids)  # (B, width) each
+        width, tok = x.shape[1], self.tokenizer
         if generator is not None:  # generate draws from the global RNG: seed it from ours
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
         with self.autocast():

@@ -77,12 +77,8 @@ def test_samples_come_from_the_distribution_token_log_probs_scores(local):
     """generate's own next-token distribution, with left-padded prompts of different lengths, is the one
     token_log_probs evaluates: otherwise the policy gradient would score samples from another policy."""
     ids = [0, 1, 2, 3]  # prompts of 2 to 6 tokens: three of the four rows are left-padded
-    rows = [local.prompt_tokens[i] for i in ids]
-    width, tok = max(map(len, rows)), local.tokenizer
-    x = torch.full((len(rows), width), tok.pad_token_id)
-    attn = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        x[i, width - len(r):], attn[i, width - len(r):] = torch.tensor(r), 1
+    x, attn = local.prompt_batch(ids)  # the left padding sample() uses
+    width, tok = x.shape[1], local.tokenizer
     torch.manual_seed(3)
     out = local.model.generate(input_ids=x, attention_mask=attn, do_sample=True, top_k=0, top_p=1.0,
                                max_new_tokens=12, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
