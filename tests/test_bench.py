@@ -21,3 +21,19 @@ def test_gpu_scale_tiny_on_cpu_prints_every_phase(tmp_path):
     p = figures["projected_chapter"]
     assert abs(p["total_min"] * 60 - (p["reference_samples_s"] + p["training_s"] + p["evaluation_s"])) < 1e-6
     assert re.search(r"= \d+\.\d min", out.stdout)
+
+
+def test_sweep_on_device_tiny_reproduces_the_sweeps_run(tmp_path):
+    """The device check's run is the sweep's run: on a CPU it gives what train_and_score gives."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "sweep_on_device.py"), "--device", "cpu",
+                          "--preset", "tiny", "--runs", "vbon:2:0,kl-rl:2:1", "--json", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs = json.loads((tmp_path / "r.json").read_text())
+    assert [(r["method"], r["n"], r["seed"]) for r in runs] == [("vbon", 2, 0), ("kl-rl", 2, 1)]
+    for r in runs:
+        assert 0 <= r["win_rate"] <= 1 and r["eval_samples"] > 0
+        assert f"{r['win_rate']:.3f}" in out.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "bench" / "sweep_on_device.py"), "--device", "cpu",
+                          "--preset", "tiny", "--runs", "ppo:2:0"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "--runs" in bad.stderr

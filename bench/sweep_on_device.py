@@ -1,0 +1,73 @@
+"""Some of the CPU sweep's runs trained again on another device, next to their committed CPU results.
+
+    python bench/sweep_on_device.py --device cuda                       # vBoN at N = 4 and 16, seed 0
+    python bench/sweep_on_device.py --device cpu --preset tiny --runs vbon:2:0   # seconds (what CI runs)
+
+It checks the whole pipeline end to end on a device (sampling, rewards, CDFs, the RLOO step and the
+held-out evaluation) with the sweep's own code and settings; only ``device`` differs. Sampling on
+CUDA draws other random numbers than on a CPU, so the win rates agree only within their spread over
+seeds (the CPU sweep's per-seed spread is printed beside them), not to the digit. It also prints the
+seconds per run on each device: for the local backend's small model the GPU is latency-bound, so this
+says how much the device helps the book's own chapter 5, not the paper-size run (bench/gpu_scale.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+import sentiment_sweep as sweep  # noqa: E402
+
+
+def parse_run(text: str, m: int) -> dict:
+    """'vbon:16:0' -> dict(method='vbon', n=16, m=m, seed=0)."""
+    parts = text.split(":")
+    if len(parts) != 3 or parts[0] not in sweep.METHODS:
+        raise ValueError(f"--runs: expected METHOD:N:SEED with METHOD in {sweep.METHODS}, got {text!r}")
+    return dict(method=parts[0], n=int(parts[1]), m=m, seed=int(parts[2]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--preset", choices=["cpu", "tiny"], default="cpu")
+    parser.add_argument("--runs", default="vbon:4:0,vbon:16:0", help="comma-separated METHOD:N:SEED")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args()
+    p = dict(sweep.PRESETS[args.preset], device=args.device)
+    runs = [parse_run(r, p["m_train"]) for r in args.runs.split(",")]
+    committed = ROOT / "experiments" / "results" / f"sentiment_sweep_{args.preset}.json"
+    cpu = json.loads(committed.read_text())["runs"] if committed.exists() else {}
+
+    t = time.time()
+    sweep.start_worker(p)  # loads the task on the device and samples the reference sets there
+    print(f"{args.device}: task and reference sets ready in {time.time() - t:.1f} s (preset {args.preset})")
+    out = []
+    for run in runs:
+        t = time.time()
+        r = sweep.train_and_score(run)
+        r["wall_seconds"] = time.time() - t
+        out.append(r)
+        line = (f"{sweep.key(run):28s} {args.device}: win {r['win_rate']:.3f} ± {r['win_rate_se']:.3f}, "
+                f"KL k3 {r['kl_k3']:.2f}, {r['wall_seconds']:.1f} s")
+        same = cpu.get(sweep.key(run))
+        if same:
+            seeds = [v["win_rate"] for v in cpu.values() if v["method"] == run["method"] and v["n"] == run["n"]
+                     and v["m"] == run["m"]]
+            spread = f", seed spread sd {statistics.stdev(seeds):.3f}" if len(seeds) > 1 else ""
+            line += (f" | cpu: win {same['win_rate']:.3f} ± {same['win_rate_se']:.3f}, KL k3 {same['kl_k3']:.2f}, "
+                     f"{same['train_seconds']:.1f} s training{spread}")
+        print(line, flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
