@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minivbon as mv
+from minivbon import distill
 
 
 def _dist(draw, k: int) -> torch.Tensor:
@@ -120,6 +121,21 @@ def _pareto_front(kl, value):
                                  for j in range(n)) for i in range(n)])
 
 
+def _best_worst_probs(probs, rewards, n):
+    return distill.best_worst_probs(probs[None], rewards[None], n)[0]
+
+
+def _jeffreys(p, q, eta):
+    return (1 - eta) * mv.kl_divergence(p, q) + eta * mv.kl_divergence(q, p)
+
+
+@st.composite
+def _distribution_pairs(draw):
+    """(p, q, eta): two distributions over the same K outcomes, q > 0 where p > 0 and vice versa, eta in [0, 1]."""
+    k = draw(st.integers(1, 8))
+    return _dist(draw, k), _dist(draw, k), draw(st.floats(0.0, 1.0))
+
+
 @dataclass
 class Exercise:
     signature: str  # what the reader writes
@@ -189,6 +205,15 @@ EXERCISES: dict[str, Exercise] = {
                                                 .map(lambda v: torch.tensor(v, dtype=torch.float64)), st.just(g[0])))),
     "bon_win_rate_from_pool": Exercise("f(pool (P, S), references (P, M), n) -> (P,) win rates of BoN(n)",
                                        _bon_win_rate_from_pool, _pool_problems()),
+    "bonbon_beta": Exercise("f(n) -> 1 / (2 (n-1) H_(n-1))", distill.bonbon_beta,
+                            st.integers(2, 500).map(lambda n: (n,)), cases=[(2,), (3,), (1000,)]),
+    "best_worst_probs": Exercise("f(probs (K,), rewards (K,), n) -> (K, K) P(best = a, worst = b)", _best_worst_probs,
+                                 categorical_problems(ties=False).filter(lambda a: a[2] >= 2),
+                                 cases=[(_t(0.5, 0.5), _t(0.0, 1.0), 2), (_t(0.9, 0.05, 0.05), _t(2.0, 1.0, 0.0), 5)]),
+    "jeffreys": Exercise("f(p (..., K), q (..., K), eta) -> (1-eta) KL(p||q) + eta KL(q||p)", _jeffreys,
+                         _distribution_pairs(),
+                         cases=[(_t(1.0, 0.0), _t(1.0, 0.0), 0.5), (_t(0.2, 0.8), _t(0.7, 0.3), 0.0),
+                                (_t(0.2, 0.8), _t(0.7, 0.3), 1.0)]),
     "pareto_front": Exercise("f(kl (K,), value (K,)) -> (K,) bool, True on the upper-left Pareto front", _pareto_front,
                              st.integers(1, 8).flatmap(lambda k: st.tuples(
                                  *[st.lists(st.integers(0, 4).map(float), min_size=k, max_size=k)

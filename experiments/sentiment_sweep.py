@@ -56,7 +56,7 @@ PRESETS = {
                  n_pool=4, steps=2, prompts_per_step=2, k=2, lr=3e-4, samples_per_prompt=2,
                  ns=[2, 4], seeds=[0, 1], ablation_n=2, ablation_ms=[4]),
 }
-METHODS = ["vbon", "vbon-l", "bon-sft", "kl-rl"]
+METHODS = ["vbon", "vbon-l", "bon-sft", "kl-rl", "bonbon", "jbond"]
 
 
 def mean_se(x: torch.Tensor, groups: int) -> tuple[float, float]:

@@ -5,7 +5,8 @@ with a sequence-level reward R(y) = task_reward(y) - beta * k1(y), where
 k1 = log q(y) - log pi(y) over generated tokens, and follow
 grad = mean[(R - mean of the other k-1 rewards of its prompt) * grad log q(y)].
 
-The methods differ only in the task reward and beta::
+The RL methods differ only in the task reward and beta; the others use the losses of
+:mod:`minivbon.distill` inside the same loop (sampling, checks, optimiser, checkpoints)::
 
     | method   | task_reward(y)                          | beta            |
     |----------|-----------------------------------------|-----------------|
@@ -14,7 +15,14 @@ The methods differ only in the task reward and beta::
     | vbon-l   | log F_mid(r(y)) (mid-rank; F_hat with   | 1/(n-1)         |
     |          | ties="paper")                           |                 |
     | kl-rl    | r(y)                                    | given           |
-    | bon-sft  | maximum likelihood on the best of n reference samples (no RL) |
+    | bon-sft  | SFT on the best of n reference samples (forward KL)     |
+    | bonbon   | SFT + IPO contrast of the best and worst of n          |
+    | bond     | Jeffreys: SFT + (n-1) x the vbon-l RLOO loss           |
+    | jbond    | Jeffreys to Best-of-2 of an anchor (hard rounds or EMA) |
+
+Every method spends about the same budget per step, prompts_per_step * k sampled sequences (policy,
+reference or anchor samples alike; ``TrainConfig.step_budget``); vbon, vbon-l and bond also use the M
+reference rewards per prompt of their CDF, drawn once before training.
 
 A policy is anything with the interface of :mod:`minivbon.policy`; the reference is a frozen
 policy of the same kind.
@@ -22,63 +30,19 @@ policy of the same kind.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checks import as_float, check_int, check_not_nan, check_positive, check_reward_batch
+from . import distill
+from .checks import as_float, check_int, check_not_nan, check_reward_batch
+from .config import NEEDS_CDF, RL_METHODS, TrainConfig
 from .objectives import EmpiricalCDF, vbon_reward
-from .policy import Samples, best_of_n, sequence_log_probs
+from .policy import Samples, sequence_log_probs
 from .storage import load_safe, save_atomic
-
-METHODS = ("vbon", "vbon-l", "kl-rl", "bon-sft")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run. ``beta=None`` means 1/(n-1) (vbon, vbon-l); kl-rl needs a beta."""
-
-    method: str = "vbon-l"
-    n: int = 4
-    beta: float | None = None
-    k: int = 4  # samples per prompt (RLOO needs >= 2); bon-sft: prompts_per_step * k samples per step, n per prompt
-    prompts_per_step: int = 8
-    steps: int = 100
-    lr: float = 3e-4
-    max_grad_norm: float | None = 1.0
-    weight_decay: float = 0.0  # AdamW's decay pulls weights to 0, not to the reference: off by default
-    seed: int = 0
-    eval_every: int = 10
-    ties: str = "aware"  # vbon/vbon-l rewards "aware" of tied rewards, or as the "paper"'s code (a tie is a loss)
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.ties not in ("aware", "paper"):
-            raise ValueError(f"ties must be 'aware' or 'paper', got {self.ties!r}")
-        # integer fields: a whole float (4.0) is converted to int, anything else is a TypeError
-        self.n = check_int(self.n, "n", minimum=2 if self.method != "kl-rl" else 1)
-        self.k = check_int(self.k, "k", minimum=2 if self.method != "bon-sft" else 1)
-        for name in ("prompts_per_step", "steps", "eval_every"):
-            setattr(self, name, check_int(getattr(self, name), name, minimum=1))
-        self.seed = check_int(self.seed, "seed", minimum=0)
-        check_positive(self.lr, "lr")
-        if self.beta is not None:
-            check_positive(self.beta, "beta")
-        elif self.method == "kl-rl":
-            raise ValueError("beta must be given for method 'kl-rl'")
-        if self.max_grad_norm is not None:
-            check_positive(self.max_grad_norm, "max_grad_norm")
-        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
-                or not math.isfinite(self.weight_decay) or self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
-
-    @property
-    def kl_coef(self) -> float:
-        return self.beta if self.beta is not None else 1.0 / (self.n - 1)
 
 
 def rloo_advantages(rewards: Tensor, k: int) -> Tensor:
@@ -123,14 +87,6 @@ def rl_loss(policy: nn.Module, reference: nn.Module, samples: Samples, raw_rewar
                   "kl_k1": k1.mean().item(), "kl_k3": k3.mean().item()}
 
 
-def sft_loss(policy: nn.Module, reference: nn.Module, prompts: list, reward_fn: Callable, n: int,
-             generator: torch.Generator) -> tuple[Tensor, dict]:
-    """BoN-SFT: maximise the log-likelihood of the best of n reference samples per prompt."""
-    best, reward = best_of_n(reference, prompts, n, reward_fn, generator)
-    logp = policy.token_log_probs(best)
-    return -((logp * best.mask).sum(-1)).mean(), {"reward": reward.double().mean().item()}
-
-
 class Trainer:
     """Owns the state of a run (optimizer, random generator, step, history) so it can stop and resume."""
 
@@ -139,7 +95,7 @@ class Trainer:
                  evaluate: Callable[[nn.Module], dict] | None = None):
         if len(prompts) == 0:
             raise ValueError("prompts is empty")
-        if config.method in ("vbon", "vbon-l") and cdf is None:
+        if config.method in NEEDS_CDF and cdf is None:
             raise ValueError(f"method {config.method!r} needs cdf=EmpiricalCDF(...) of reference rewards")
         self.policy, self.reference, self.prompts = policy, reference, list(prompts)
         self.reward_fn, self.config, self.cdf, self.evaluate = reward_fn, config, cdf, evaluate
@@ -147,6 +103,7 @@ class Trainer:
                                            weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step, self.history, self.interrupted = 0, [], False
+        self.anchor = distill.make_anchor(policy) if config.method == "jbond" else None
 
     def _train_step(self) -> dict:
         cfg = self.config
@@ -155,24 +112,49 @@ class Trainer:
         def scored(samples: Samples) -> Tensor:  # every reward batch is checked before it can reach a gradient
             return check_reward_batch(self.reward_fn(samples), len(samples.prompt_ids), where)
 
-        # matched budget: every method samples prompts_per_step * k sequences per step; BoN-SFT spends them
-        # as n per prompt, so it sees prompts_per_step * k / n prompts (one target each)
-        count = cfg.prompts_per_step if cfg.method != "bon-sft" else max(1, cfg.prompts_per_step * cfg.k // cfg.n)
+        count, sampled = cfg.step_budget  # matched budget: about prompts_per_step * k sequences, any method
         pick = torch.randint(len(self.prompts), (count,), generator=self.generator)
         prompts = [self.prompts[i] for i in pick.tolist()]
-        if cfg.method == "bon-sft":
-            loss, stats = sft_loss(self.policy, self.reference, prompts, scored, cfg.n, self.generator)
+        if cfg.method in ("bon-sft", "bonbon"):
+            best, worst, raw = distill.best_and_worst_of_n(self.reference, prompts, cfg.n, scored, self.generator)
+            loss, stats = (distill.sft_loss(self.policy, best), {}) if cfg.method == "bon-sft" else \
+                distill.bonbon_loss(self.policy, self.reference, best, worst, cfg.n, cfg.alpha)
+            stats["reward"] = raw.max(1).values.double().mean().item()  # the targets' reward
         else:
             samples = self.policy.sample([p for p in prompts for _ in range(cfg.k)], self.generator)
-            loss, stats = rl_loss(self.policy, self.reference, samples, scored(samples), cfg, self.cdf)
+            if cfg.method in RL_METHODS:
+                loss, stats = rl_loss(self.policy, self.reference, samples, scored(samples), cfg, self.cdf)
+            else:
+                loss, stats = self._jeffreys_loss(prompts, samples, scored)
+        stats["samples"] = sampled
         self.optimizer.zero_grad()
         loss.backward()
         norm = nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm or math.inf)
         if not (torch.isfinite(loss) and torch.isfinite(norm)):
             self.optimizer.zero_grad()
             raise FloatingPointError(f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient'} ({where})")
+        if cfg.lr_schedule == "cosine":
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * min(self.step, cfg.steps) / cfg.steps))
         self.optimizer.step()
+        if self.anchor is not None and (self.step + 1) % cfg.anchor_every == 0 and self.step + 1 < cfg.steps:
+            distill.ema_update(self.anchor, self.policy, cfg.anchor_ema)
         return {"loss": loss.item(), **stats}
+
+    def _jeffreys_loss(self, prompts: list, samples: Samples, scored: Callable) -> tuple[Tensor, dict]:
+        """bond, jbond: (1 - eta) * forward KL (SFT on BoN targets) + eta * backward KL (RLOO)."""
+        cfg, raw = self.config, scored(samples)
+        if cfg.method == "bond":  # target pi_bon; KL(q || pi_bon) = (n-1) x vBoN-L's objective, up to a constant
+            best, _, _ = distill.best_and_worst_of_n(self.reference, prompts, cfg.n, scored, self.generator)
+            backward, stats = rl_loss(self.policy, self.reference, samples, raw, replace(cfg, method="vbon-l"), self.cdf)
+            backward = (cfg.n - 1) * backward
+        else:  # jbond: target Best-of-2 of the anchor; two anchor samples per prompt serve both directions
+            best, _, anchor_raw = distill.best_and_worst_of_n(self.anchor, prompts, 2, scored, self.generator)
+            r_j = distill.jbond_reward(raw.view(-1, cfg.k).cpu(), anchor_raw.cpu()).view(-1)
+            backward, s = rl_loss(self.policy, self.anchor, samples, r_j, replace(cfg, method="kl-rl", beta=1.0))
+            stats = {"reward": raw.double().mean().item(), "task_reward": s["task_reward"],
+                     "kl_to_anchor_k1": s["kl_k1"]}
+        return (1 - cfg.eta) * distill.sft_loss(self.policy, best) + cfg.eta * backward, stats
 
     def run(self, steps: int | None = None, callback: Callable[["Trainer"], None] | None = None,
             progress: bool = True) -> list[dict]:
@@ -198,7 +180,8 @@ class Trainer:
         """Write everything needed to resume bit-for-bit, atomically: a failed save keeps the old file."""
         save_atomic({"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
                      "generator": self.generator.get_state(), "rng": torch.get_rng_state(), "step": self.step,
-                     "history": self.history, "config": asdict(self.config)}, path)
+                     "history": self.history, "config": asdict(self.config),
+                     "anchor": self.anchor.state_dict() if self.anchor is not None else None}, path)
 
     def load(self, path) -> "Trainer":
         """Restore a checkpoint written by :meth:`save` into this trainer (same policy and config).
@@ -216,6 +199,10 @@ class Trainer:
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["rng"])
         self.step, self.history = state["step"], state["history"]
+        if self.anchor is not None:
+            if state.get("anchor") is None:
+                raise ValueError(f"{path} has no anchor, which method 'jbond' needs")
+            self.anchor.load_state_dict(state["anchor"])
         return self
 
 

@@ -11,7 +11,7 @@ import torch
 BOOK = Path(__file__).resolve().parents[1] / "book"
 sys.path.insert(0, str(BOOK))
 import checkers  # noqa: E402
-from minivbon import bon_probs, reward_cdf  # noqa: E402
+from minivbon import bon_probs, kl_divergence, reward_cdf  # noqa: E402
 
 SOLUTIONS = {}
 for chapter in sorted((BOOK / "solutions").glob("chapter*.py")):
@@ -35,6 +35,13 @@ def lowest_index_bon_sample(probs, rewards, n, num_samples, generator=None):
     return draws.gather(-1, key.argmax(-1, keepdim=True)).squeeze(-1)
 
 
+def naive_best_worst(p, r, n):
+    """n (n-1) pi(a) pi(b) (F_<(a) - F_<=(b))^(n-2): right only when no string can repeat (and no diagonal)."""
+    f_le = (p[None, :] * (r[None, :] <= r[:, None])).sum(-1)
+    between = ((f_le - p)[:, None] - f_le[None, :]).clamp_min(0)
+    return n * (n - 1) * p[:, None] * p[None, :] * between ** (n - 2) * (r[:, None] > r[None, :])
+
+
 WRONG = {
     "expected_reward": lambda p, r: r.mean(),  # forgets the probabilities
     "reward_cdf": lambda p, r: (reward_cdf(p, r)[1], reward_cdf(p, r)[1]),
@@ -53,6 +60,9 @@ WRONG = {
     "mean_se": lambda x, g: (x.mean(), x.std() / math.sqrt(len(x))),  # treats correlated samples as independent
     "pareto_front": lambda kl, v: v == v.max(),
     "bon_win_rate_from_pool": lambda pool, m, n: SOLUTIONS["win_rate_from_samples"](pool, m),  # forgets the max
+    "bonbon_beta": lambda n: 1.0 / (2 * n * sum(1.0 / j for j in range(1, n + 1))),  # H_n instead of H_(n-1)
+    "best_worst_probs": naive_best_worst,  # forgets that a string can be drawn twice
+    "jeffreys": lambda p, q, eta: eta * kl_divergence(p, q) + (1 - eta) * kl_divergence(q, p),  # weights swapped
 }
 
 
@@ -73,7 +83,7 @@ def test_wrong_answers_fail_and_say_where(name, capsys):
     assert "not yet" in out and ("largest difference" in out or "differ" in out or "raised" in out), out
 
 
-@pytest.mark.parametrize("name", ["log_bon_ratio", "mid_rank_bound", "kl_rl_policy"])
+@pytest.mark.parametrize("name", ["log_bon_ratio", "mid_rank_bound", "kl_rl_policy", "best_worst_probs"])
 def test_naive_formulas_fail_on_a_hard_case(name, capsys):
     assert not checkers.check(name, WRONG[name], max_examples=60)
     assert "fixed case" in capsys.readouterr().out

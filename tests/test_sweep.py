@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 import sentiment_sweep  # noqa: E402
@@ -21,7 +23,7 @@ def test_tiny_sweep_writes_everything_and_resumes(tmp_path):
     out = tmp_path / "sweep.json"
     results, stdout = sweep(out)
     p = sentiment_sweep.PRESETS["tiny"]
-    assert len(results["runs"]) == len(sentiment_sweep.plan(p)) == 2 * 2 * 4 + 2  # N x seeds x methods + ablation
+    assert len(results["runs"]) == len(sentiment_sweep.plan(p)) == 2 * 2 * len(sentiment_sweep.METHODS) + 2  # N x seeds x methods + ablation
     assert results["settings"]["preset"] == "tiny" and results["backend"] == "local" and results["library_version"]
     run = results["runs"]["vbon|N=2|M=8|seed=0"]
     for metric in ["win_rate", "reward", "kl_k1", "kl_k3"]:
@@ -52,3 +54,15 @@ def test_frontier_counts_and_standard_errors():
     assert sentiment_sweep.frontier_counts(twins) == {"x": 1, "y": 1, "z": 0}
     mean, se = sentiment_sweep.mean_se(torch.tensor([1.0, 1.0, 3.0, 3.0]), 2)  # two prompts of two samples
     assert (mean, round(se, 6)) == (2.0, 1.0)
+
+
+def test_distill_world_script_records_every_run_and_the_spread(tmp_path):
+    out = tmp_path / "d.json"
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "distill_world.py"), "--seeds", "0,1",
+                           "--steps", "3", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert len(data["runs"]) == 2 * 7 * 2  # families x methods x seeds
+    row = data["summary"]["whole-prefix|vBoN"]["win"]
+    wins = [x["win"] for x in data["runs"] if x["family"] == "whole-prefix" and x["method"] == "vBoN"]
+    assert row["mean"] == pytest.approx(sum(wins) / 2) and row["sd"] >= 0

@@ -1,0 +1,86 @@
+"""Everything that defines a training run: the method and its settings, checked when built."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .checks import check_int, check_positive
+
+METHODS = ("vbon", "vbon-l", "kl-rl", "bon-sft", "bonbon", "bond", "jbond")
+RL_METHODS = ("vbon", "vbon-l", "kl-rl")
+NEEDS_CDF = ("vbon", "vbon-l", "bond")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. ``beta=None`` means 1/(n-1) (vbon, vbon-l); kl-rl needs a beta."""
+
+    method: str = "vbon-l"
+    n: int = 4
+    beta: float | None = None
+    k: int = 4  # samples per prompt (RLOO needs >= 2); bon-sft: prompts_per_step * k samples per step, n per prompt
+    prompts_per_step: int = 8
+    steps: int = 100
+    lr: float = 3e-4
+    lr_schedule: str = "constant"  # or "cosine": lr (1 + cos(pi step / steps)) / 2, from lr down to 0
+    max_grad_norm: float | None = 1.0
+    weight_decay: float = 0.0  # AdamW's decay pulls weights to 0, not to the reference: off by default
+    seed: int = 0
+    eval_every: int = 10
+    ties: str = "aware"  # vbon/vbon-l rewards "aware" of tied rewards, or as the "paper"'s code (a tie is a loss)
+    alpha: float = 0.5  # bonbon: weight of the SFT term (1 - alpha on the IPO contrast)
+    eta: float = 0.5  # bond, jbond: weight of the backward KL in the Jeffreys divergence
+    anchor_ema: float = 1.0  # jbond: 1 = hard rounds (anchor <- policy); < 1 = the paper's moving EMA anchor
+    anchor_every: int | None = None  # jbond: steps between anchor updates (default: steps/log2(n) if hard, else 1)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.ties not in ("aware", "paper"):
+            raise ValueError(f"ties must be 'aware' or 'paper', got {self.ties!r}")
+        # integer fields: a whole float (4.0) is converted to int, anything else is a TypeError
+        self.n = check_int(self.n, "n", minimum=2 if self.method != "kl-rl" else 1)
+        self.k = check_int(self.k, "k", minimum=1 if self.method in ("bon-sft", "bonbon") else 2)
+        for name in ("prompts_per_step", "steps", "eval_every"):
+            setattr(self, name, check_int(getattr(self, name), name, minimum=1))
+        self.seed = check_int(self.seed, "seed", minimum=0)
+        check_positive(self.lr, "lr")
+        if self.beta is not None:
+            check_positive(self.beta, "beta")
+        elif self.method == "kl-rl":
+            raise ValueError("beta must be given for method 'kl-rl'")
+        if self.max_grad_norm is not None:
+            check_positive(self.max_grad_norm, "max_grad_norm")
+        for name in ("alpha", "eta", "anchor_ema"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1 \
+                    or (name == "anchor_ema" and value == 0):
+                raise ValueError(f"{name} must be a number in {'(0' if name == 'anchor_ema' else '[0'}, 1], got {value!r}")
+        if self.anchor_every is None and self.method == "jbond":
+            rounds = round(math.log2(self.n))
+            if self.anchor_ema == 1 and 2**rounds != self.n:
+                raise ValueError(f"jbond with hard rounds distils Best-of-2 log2(n) times: n must be a power of 2, "
+                                 f"got {self.n}")
+            self.anchor_every = max(1, self.steps // rounds) if self.anchor_ema == 1 else 1
+        if self.anchor_every is not None:
+            self.anchor_every = check_int(self.anchor_every, "anchor_every", minimum=1)
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
+                or not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+
+    @property
+    def step_budget(self) -> tuple[int, int]:
+        """(prompts, sampled sequences) per step: about prompts_per_step * k sequences, whatever the method.
+
+        A prompt costs k policy samples (vbon, vbon-l, kl-rl), n reference samples (bon-sft, bonbon),
+        k + n (bond) or k + 2 anchor samples (jbond)."""
+        per_prompt = {"bon-sft": self.n, "bonbon": self.n, "bond": self.k + self.n, "jbond": self.k + 2}
+        cost = per_prompt.get(self.method, self.k)
+        prompts = max(1, self.prompts_per_step * self.k // cost)
+        return prompts, prompts * cost
+
+    @property
+    def kl_coef(self) -> float:
+        return self.beta if self.beta is not None else 1.0 / (self.n - 1)

@@ -1,0 +1,141 @@
+"""Other ways to distil Best-of-N into one policy: BoN-SFT, BoNBoN, BOND and J-BOND.
+
+vBoN (:mod:`minivbon.loop`) minimises the backward KL(q || pi_bon) by RL. The methods here use BoN's
+*samples* (a forward KL), a contrast of BoN's best and worst, or a mix of both directions::
+
+    | method  | loss per prompt                                                   | samples per prompt |
+    |---------|-------------------------------------------------------------------|--------------------|
+    | bon-sft | -log q(y_best), y_best the best of n reference samples             | n reference        |
+    |         |   (forward KL(pi_bon || q) up to a constant)                       |                    |
+    | bonbon  | alpha * (-log q(y_best)) + (1 - alpha) * (h - 1/(2 beta_n))^2,     | n reference        |
+    |         |   h = log q/pi(y_best) - log q/pi(y_worst), beta_n = bonbon_beta(n) |                    |
+    | bond    | (1 - eta) * SFT + eta * KL(q || pi_bon) by RLOO with the vBoN-L    | n reference        |
+    |         |   reward (n-1) log F(y): the Jeffreys divergence                   | + k policy         |
+    | jbond   | Jeffreys divergence to Best-of-2 of an anchor (a lagged copy of q): | 2 anchor           |
+    |         |   SFT on the better anchor sample + RLOO with r_J(y) - log q/anchor | + k policy         |
+
+References: L. Gui, C. Garbacea, V. Veitch, *BoNBoN Alignment for Large Language Models and the
+Sweetness of Best-of-n Sampling* (NeurIPS 2024, arXiv:2406.00832); P. G. Sessa et al., *BOND: Aligning
+LLMs with Best-of-N Distillation* (ICLR 2025, arXiv:2407.14622).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .checks import check_int
+from .policy import Samples, sequence_log_probs
+
+JBOND_PENALTY = math.log(16)  # r_J(y) = -log 16 when y loses to both anchor samples, else 0 (BOND, Alg. 2)
+
+
+def harmonic(n: int) -> float:
+    """H_n = 1 + 1/2 + ... + 1/n (H_0 = 0)."""
+    return sum(1.0 / j for j in range(1, check_int(n, "n", minimum=0) + 1))
+
+
+def bonbon_beta(n: int) -> float:
+    """BoNBoN's IPO coefficient beta_n = 1 / (2 (n-1) H_{n-1}).
+
+    With continuous rewards, log(pi_bon/pi)(y) = log n + (n-1) log F(y), and the best and worst of n
+    draws have E[log F] = -1/n and -H_n, so E[h] = (n-1)(H_n - 1/n) = (n-1) H_{n-1} = 1/(2 beta_n):
+    IPO's target margin 1/(2 beta) is the margin BoN itself shows on average.
+    """
+    n = check_int(n, "n", minimum=2)
+    return 1.0 / (2 * (n - 1) * harmonic(n - 1))
+
+
+@torch.no_grad()
+def best_and_worst_of_n(policy: nn.Module, prompts: list, n: int, reward_fn: Callable[[Samples], Tensor],
+                        generator: torch.Generator | None = None) -> tuple[Samples, Samples, Tensor]:
+    """n samples per prompt; keep the best and the worst (first on ties). Returns (best, worst, rewards (P, n))."""
+    n = check_int(n, "n", minimum=2)
+    samples = policy.sample([p for p in prompts for _ in range(n)], generator)
+    raw = reward_fn(samples).view(-1, n)  # (P, n)
+    offset = torch.arange(len(prompts)) * n
+    return samples.select(raw.argmax(1).cpu() + offset), samples.select(raw.argmin(1).cpu() + offset), raw
+
+
+def sft_loss(policy: nn.Module, targets: Samples) -> Tensor:
+    """-mean log q(y) over the targets: maximum likelihood, the forward KL to their law up to a constant."""
+    logp = policy.token_log_probs(targets)  # (B, T)
+    return -(logp * targets.mask.to(logp.device)).sum(-1).mean()
+
+
+def bonbon_loss(policy: nn.Module, reference: nn.Module, best: Samples, worst: Samples, n: int,
+                alpha: float) -> tuple[Tensor, dict]:
+    """alpha * SFT(best) + (1 - alpha) * mean (h - 1/(2 beta_n))^2 over prompts (IPO's square, as in the paper).
+
+    h = [log q(best) - log pi(best)] - [log q(worst) - log pi(worst)], each (P,).
+    """
+    lq_w, lp_w, _ = sequence_log_probs(policy, reference, best)  # (P,) each
+    lq_l, lp_l, _ = sequence_log_probs(policy, reference, worst)
+    h = (lq_w - lp_w) - (lq_l - lp_l)  # (P,)
+    ipo = (h - 1 / (2 * bonbon_beta(n))) ** 2
+    loss = alpha * (-lq_w).mean() + (1 - alpha) * ipo.mean()
+    return loss, {"margin": h.detach().mean().item(), "ipo": ipo.detach().mean().item()}
+
+
+def jbond_reward(raw: Tensor, anchor_raw: Tensor) -> Tensor:
+    """J-BOND's estimate of log F_anchor(y) from two anchor rewards: -log 16 if r(y) is below both, else 0.
+
+    raw (P, k) policy rewards, anchor_raw (P, 2) the same prompts' anchor rewards -> (P, k).
+    """
+    return -JBOND_PENALTY * (raw < anchor_raw.min(1, keepdim=True).values).to(raw.dtype)
+
+
+def make_anchor(policy: nn.Module) -> nn.Module:
+    """A frozen copy of the policy's current weights (J-BOND's anchor)."""
+    twin = policy.clone(trainable=False) if hasattr(policy, "clone") else copy.deepcopy(policy)
+    return twin.requires_grad_(False)
+
+
+@torch.no_grad()
+def ema_update(anchor: nn.Module, policy: nn.Module, gamma: float) -> None:
+    """theta_anchor <- (1 - gamma) theta_anchor + gamma theta_policy (gamma = 1 copies the policy)."""
+    for a, p in zip(anchor.parameters(), policy.parameters()):
+        a.lerp_(p.detach().to(a.dtype), gamma)
+
+
+def best_worst_probs(ref_probs: Tensor, rewards: Tensor, n: int) -> Tensor:
+    """Exact joint law of (best, worst) of n draws from pi, for rewards without ties: (P, S, S).
+
+    For r(a) > r(b), all n draws lie in [r(b), r(a)], at least one is a and at least one is b; with
+    I = F_<=(a) - F_<(b), inclusion-exclusion gives I^n - (I - pi(b))^n - (I - pi(a))^n + (I - pi(a) - pi(b))^n.
+    P(best = worst = a) = pi(a)^n (all n draws are a); every other pair has probability 0. Rows sum to pi_bon.
+    """
+    n = check_int(n, "n", minimum=2)
+    if ref_probs.dim() != 2 or rewards.shape != ref_probs.shape:
+        raise ValueError(f"ref_probs and rewards must both be (P, S), got {tuple(ref_probs.shape)} and {tuple(rewards.shape)}")
+    if (rewards.sort(-1).values.diff(dim=-1) == 0).any():
+        raise ValueError("rewards has ties within a prompt: best_worst_probs needs distinct rewards")
+    p, r = ref_probs.double(), rewards.double()
+    f_le = (p[:, None, :] * (r[:, None, :] <= r[:, :, None])).sum(-1)  # (P, S) F_<=(a)
+    pa, pb = p[:, :, None], p[:, None, :]  # (P, S, 1), (P, 1, S)
+    inside = (f_le[:, :, None] - f_le[:, None, :] + pb).clamp_min(0)  # (P, S, S) I = F_<=(a) - F_<(b)
+    joint = inside**n - (inside - pb).clamp_min(0) ** n - (inside - pa).clamp_min(0) ** n \
+        + (inside - pa - pb).clamp_min(0) ** n
+    return joint * (r[:, :, None] > r[:, None, :]) + torch.diag_embed(p**n)
+
+
+def bonbon_objective(log_q: Tensor, log_pi: Tensor, pairs: Tensor, n: int, alpha: float) -> Tensor:
+    """BoNBoN's loss in expectation, by enumeration: (P,) from log q, log pi (P, S) and best_worst_probs (P, S, S).
+
+    alpha * E[-log q(best)] + (1 - alpha) * E[(u(best) - u(worst) - 1/(2 beta_n))^2], u = log q - log pi.
+    """
+    u = log_q - log_pi  # (P, S)
+    margin = u[:, :, None] - u[:, None, :] - 1 / (2 * bonbon_beta(n))  # (P, S, S)
+    return alpha * -(pairs.sum(2) * log_q).sum(-1) + (1 - alpha) * (pairs * margin**2).sum((1, 2))
+
+
+def jbond_expected_reward(anchor_probs: Tensor, rewards: Tensor) -> Tensor:
+    """E over the two anchor draws of r_J(y): -log 16 * P(both anchor rewards > r(y)) = -log 16 (1 - F_<=(y))^2.
+
+    (P, S) from the anchor's probabilities and the rewards (P, S).
+    """
+    f_le = (anchor_probs[:, None, :] * (rewards[:, None, :] <= rewards[:, :, None])).sum(-1)  # (P, S)
+    return -JBOND_PENALTY * (1 - f_le) ** 2
