@@ -1,6 +1,7 @@
 """Shared pytest setup.
 
 - Never wait on the Hugging Face hub (a failed lookup hangs about 25 s).
+- Chapter 7 needs the optional ``trl`` extra: without it, it is left out of the run (never in CI).
 - The README states how long each chapter takes under nbval. Whenever a chapter is run here in full, its
   measured time is compared with that claim: more than twice the stated time fails the session, so the
   README's runtimes cannot drift from the truth. The measured times are printed at the end.
@@ -16,6 +17,16 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 README = Path(__file__).resolve().parent / "README.md"
+
+
+def _trl_missing() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("trl") is None and not os.environ.get("MINIVBON_REQUIRE_TRL")  # CI: never skip
+
+
+# chapter 7 trains with TRL, an optional extra (pip install -e ".[trl]"); without it nbval leaves it out
+collect_ignore = ["book/07_vbon_with_trl.ipynb"] if _trl_missing() else []
 _seconds: dict[str, float] = {}  # notebook path -> seconds spent in its nbval items
 _failed: set[str] = set()
 

@@ -136,6 +136,54 @@ def _distribution_pairs(draw):
     return _dist(draw, k), _dist(draw, k), draw(st.floats(0.0, 1.0))
 
 
+def _kl_penalised_rewards(rewards, logp, ref_logp, mask, beta):
+    return rewards - beta * ((logp - ref_logp) * mask).sum(-1)
+
+
+def _log_f_mid_by_id(rewards, prompt_ids, references):
+    cdf = mv.EmpiricalCDF(references)
+    return cdf.log_cdf(list(prompt_ids), rewards, ties="mid")
+
+
+def _rloo_advantages_nan(rewards, k):
+    """Brute force, group by group: each scorable reward minus the mean of the other scorable ones."""
+    out = torch.zeros_like(rewards)
+    for g in range(0, len(rewards), k):
+        ok = [j for j in range(g, g + k) if not torch.isnan(rewards[j])]
+        for j in ok:
+            others = [rewards[i] for i in ok if i != j]
+            out[j] = rewards[j] - sum(others) / len(others) if others else 0.0
+    return out
+
+
+@st.composite
+def _token_batches(draw):
+    """(rewards (B,), logp (B, T), ref_logp (B, T), mask (B, T) bool, beta)."""
+    b, t = draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    vec = lambda n, lo, hi: draw(st.lists(st.floats(lo, hi), min_size=n, max_size=n))  # noqa: E731
+    rewards = torch.tensor(vec(b, -3, 3), dtype=torch.float64)
+    logp, ref = (torch.tensor(vec(b * t, -8, 0), dtype=torch.float64).view(b, t) for _ in range(2))
+    mask = torch.tensor(draw(st.lists(st.booleans(), min_size=b * t, max_size=b * t))).view(b, t)
+    return rewards, logp, ref, mask, draw(st.floats(0.01, 2.0))
+
+
+@st.composite
+def _rewards_by_id(draw):
+    """(rewards (B,), prompt ids (B,), {id: references (M,)}): ids are not 0..P-1, references tie often."""
+    keys = draw(st.lists(st.integers(10, 99), min_size=1, max_size=3, unique=True))
+    refs = {key: _reward_rows(draw, 1, draw(st.integers(1, 8)))[0] for key in keys}
+    b = draw(st.integers(1, 6))
+    return _reward_rows(draw, 1, b)[0], [draw(st.sampled_from(keys)) for _ in range(b)], refs
+
+
+@st.composite
+def _rewards_with_nan(draw):
+    """(rewards (P*k,) with some NaN, k)."""
+    k, p = draw(st.integers(2, 5), label="k"), draw(st.integers(1, 3))
+    values = st.one_of(st.floats(-5, 5), st.just(math.nan))
+    return torch.tensor(draw(st.lists(values, min_size=p * k, max_size=p * k)), dtype=torch.float64), k
+
+
 @dataclass
 class Exercise:
     signature: str  # what the reader writes
@@ -214,6 +262,16 @@ EXERCISES: dict[str, Exercise] = {
                          _distribution_pairs(),
                          cases=[(_t(1.0, 0.0), _t(1.0, 0.0), 0.5), (_t(0.2, 0.8), _t(0.7, 0.3), 0.0),
                                 (_t(0.2, 0.8), _t(0.7, 0.3), 1.0)]),
+    "kl_penalised_rewards": Exercise("f(rewards (B,), logp (B, T), ref_logp (B, T), mask (B, T), beta) -> (B,)",
+                                     _kl_penalised_rewards, _token_batches(),
+                                     cases=[(_t(1.0), _t(-1.0, -2.0).view(1, 2), _t(-1.5, -1.0).view(1, 2),
+                                             torch.tensor([[True, False]]), 0.5)]),
+    "log_f_mid_by_id": Exercise("f(rewards (B,), prompt_ids (B,), {id: references (M,)}) -> (B,) log F_mid",
+                                _log_f_mid_by_id, _rewards_by_id(),
+                                cases=[(_t(1.0, 1.0), [42, 7], {7: _t(0.0, 2.0), 42: _t(1.0, 1.0, 1.0)})]),
+    "rloo_advantages_nan": Exercise("f(rewards (P*k,) with NaN for unscorable, k) -> (P*k,) advantages",
+                                    _rloo_advantages_nan, _rewards_with_nan(),
+                                    cases=[(_t(1.0, math.nan, 3.0, 2.0), 2), (_t(1.0, 2.0, math.nan), 3)]),
     "pareto_front": Exercise("f(kl (K,), value (K,)) -> (K,) bool, True on the upper-left Pareto front", _pareto_front,
                              st.integers(1, 8).flatmap(lambda k: st.tuples(
                                  *[st.lists(st.integers(0, 4).map(float), min_size=k, max_size=k)

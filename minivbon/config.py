@@ -63,7 +63,8 @@ class TrainConfig:
             if self.anchor_ema == 1 and 2**rounds != self.n:
                 raise ValueError(f"jbond with hard rounds distils Best-of-2 log2(n) times: n must be a power of 2, "
                                  f"got {self.n}")
-            self.anchor_every = max(1, self.steps // rounds) if self.anchor_ema == 1 else 1
+            # hard rounds of ceil(steps / rounds) steps: the anchor moves rounds - 1 times, never after the last step
+            self.anchor_every = max(1, math.ceil(self.steps / rounds)) if self.anchor_ema == 1 else 1
         if self.anchor_every is not None:
             self.anchor_every = check_int(self.anchor_every, "anchor_every", minimum=1)
         if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \

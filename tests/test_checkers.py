@@ -63,6 +63,11 @@ WRONG = {
     "bonbon_beta": lambda n: 1.0 / (2 * n * sum(1.0 / j for j in range(1, n + 1))),  # H_n instead of H_(n-1)
     "best_worst_probs": naive_best_worst,  # forgets that a string can be drawn twice
     "jeffreys": lambda p, q, eta: eta * kl_divergence(p, q) + (1 - eta) * kl_divergence(q, p),  # weights swapped
+    "kl_penalised_rewards": lambda r, lp, ref, m, b: r - b * ((lp - ref) * m).mean(-1),  # mean, not sum, over tokens
+    "log_f_mid_by_id": lambda r, ids, refs: torch.log(  # uses the first prompt's references for every sample
+        ((refs[ids[0]] < r[:, None]).double().sum(-1) + (refs[ids[0]] == r[:, None]).double().sum(-1) / 2 + 1)
+        / (len(refs[ids[0]]) + 1)),
+    "rloo_advantages_nan": lambda r, k: SOLUTIONS["rloo_advantages"](r.nan_to_num(0.0), k),  # unscorable as 0
 }
 
 

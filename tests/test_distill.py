@@ -179,3 +179,14 @@ def test_step_budget_is_matched_across_methods():
         assert cfg.step_budget == expected, method
     assert TrainConfig(method="jbond", n=8, steps=30).anchor_every == 10
     assert TrainConfig(method="jbond", n=8, anchor_ema=0.1).anchor_every == 1
+
+
+@pytest.mark.parametrize("n,steps", [(4, 30), (8, 30), (16, 30), (32, 30), (8, 1000)])
+def test_hard_rounds_move_the_anchor_log2_n_minus_1_times(small, monkeypatch, n, steps):
+    world, ref, p, r, reward_fn = small
+    moves = []
+    monkeypatch.setattr(distill, "ema_update", lambda anchor, policy, gamma: moves.append(gamma))
+    trainer = Trainer(TabularPolicy.from_first_order(world.ref_logits), ref, [0], reward_fn,
+                      TrainConfig(method="jbond", n=n, k=2, prompts_per_step=1, steps=steps, lr=0.1))
+    trainer.run(progress=False)
+    assert len(moves) == round(math.log2(n)) - 1, (n, steps, trainer.config.anchor_every)
