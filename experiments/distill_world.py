@@ -12,8 +12,6 @@ per method and family, the mean and the standard deviation over seeds.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
@@ -23,8 +21,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
 import minivbon as mv  # noqa: E402
 from minivbon.toy import TabularPolicy, make_world  # noqa: E402
+from sentiment_sweep import write_atomic  # noqa: E402
 
 N, M = 4, 300
 BASE = dict(n=N, k=16, prompts_per_step=6, lr=0.1, lr_schedule="cosine", max_grad_norm=None)
@@ -78,9 +78,7 @@ def main() -> None:
            "matched_beta": matched_beta, "runs": runs, "summary": summary, "wall_seconds": time.time() - t0,
            "torch": torch.__version__}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, args.out)
+    write_atomic(args.out, out)  # the sweep's writer: temporary file, then os.replace
     print(f"wrote {args.out} ({len(runs)} runs, {out['wall_seconds']:.0f} s)")
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import tempfile
@@ -24,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
+from sentiment_sweep import write_atomic  # noqa: E402
+
 N, M, M_TEST, NEW_TOKENS, STEPS, PROMPTS_PER_STEP, K, LR = 4, 64, 16, 16, 30, 8, 8, 5e-4
 
 
@@ -81,9 +83,7 @@ def main() -> None:
            "minivbon": {"seeds": sorted(r["seed"] for r in loop),
                         **{key: mean_se([r[key] for r in loop]) for key in ("win_rate", "kl_k1", "train_seconds")}}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, args.out)
+    write_atomic(args.out, out)  # the sweep's writer: temporary file, then os.replace
     print(f"TRL over seeds: win rate {out['trl']['win_rate']['mean']:.3f} ± {out['trl']['win_rate']['se']:.3f}; "
           f"minivbon: {out['minivbon']['win_rate']['mean']:.3f} ± {out['minivbon']['win_rate']['se']:.3f}")
 
