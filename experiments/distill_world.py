@@ -2,6 +2,8 @@
 
     python experiments/distill_world.py                      # seeds 0-4, both families (about 4 min on 2 cores)
     python experiments/distill_world.py --seeds 0 --steps 5 --out /tmp/d.json   # seconds: checks the script
+    python experiments/distill_world.py --methods J-BOND --families whole-prefix --lr 0.1 --out /tmp/jb.json
+                                                             # one method at another learning rate (a scan)
 
 Every method of chapter 6 is trained with the chapter's settings (world, budget, learning rate, steps) from
 the reference, once per seed (the seed sets the training samples; the world, the reference CDF and
@@ -30,7 +32,7 @@ N, M = 4, 300
 BASE = dict(n=N, k=16, prompts_per_step=6, lr=0.1, lr_schedule="cosine", max_grad_norm=None)
 METHODS = {"vBoN": dict(method="vbon"), "vBoN-L": dict(method="vbon-l"), "BoN-SFT": dict(method="bon-sft"),
            "BoNBoN": dict(method="bonbon", alpha=0.5), "BOND": dict(method="bond", eta=0.5, k=4, prompts_per_step=24),
-           "J-BOND": dict(method="jbond", eta=0.5, k=4, prompts_per_step=24), "KL-RL": dict(method="kl-rl")}
+           "J-BOND": dict(method="jbond", eta=0.5, k=4, prompts_per_step=24, lr=0.05), "KL-RL": dict(method="kl-rl")}
 FAMILIES = {"whole-prefix": ("prefix", 1000), "first-order": ("previous", 300)}
 
 
@@ -38,9 +40,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated training seeds")
     parser.add_argument("--steps", type=int, help="override both families' steps (for a quick check)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, from " + ", ".join(METHODS))
+    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated, from " + ", ".join(FAMILIES))
+    parser.add_argument("--lr", type=float, help="override every chosen method's learning rate")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "distill_world.json")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    methods, families = args.methods.split(","), args.families.split(",")
+    for name, known, what in [(m, METHODS, "--methods") for m in methods] + [(f, FAMILIES, "--families") for f in families]:
+        if name not in known:
+            parser.error(f"{what}: unknown {name!r}; choose from {', '.join(known)}")
+    if args.lr is not None and not args.lr > 0:
+        parser.error(f"--lr must be > 0, got {args.lr}")
     world = make_world(num_prompts=3, vocab=3, length=5, seed=0)
     prompts, reference = list(range(world.num_prompts)), world.reference()
     p, r, bon = world.ref_log_probs().exp(), world.rewards_all(), world.bon_probs(N)
@@ -51,30 +62,35 @@ def main() -> None:
                        key=lambda b: abs(mv.kl_divergence(mv.kl_rl_policy(p, r, b), p).mean().item() - bon_kl))
 
     runs, t0 = [], time.time()
-    for family, (context, steps) in FAMILIES.items():
-        for name, change in METHODS.items():
+    for family in families:
+        context, steps = FAMILIES[family]
+        for name in methods:
             for seed in seeds:
                 extra = {"beta": matched_beta} if name == "KL-RL" else {}
+                extra.update({"lr": args.lr} if args.lr is not None else {})
+                change = METHODS[name]
                 config = mv.TrainConfig(**{**BASE, "steps": args.steps or steps, "seed": seed, **change, **extra})
                 policy = TabularPolicy.from_first_order(world.ref_logits, context)
                 torch.manual_seed(seed)
                 mv.train(policy, reference, prompts, reward_fn, config, cdf=cdf, progress=False)
                 q = policy.log_probs_all(world.strings).detach().double().exp()
                 back, fwd = mv.kl_divergence(q, bon).mean().item(), mv.kl_divergence(bon, q).mean().item()
-                runs.append({"family": family, "method": name, "seed": seed, "backward": back, "forward": fwd,
+                runs.append({"family": family, "method": name, "seed": seed, "lr": config.lr, "backward": back, "forward": fwd,
                              "jeffreys": (back + fwd) / 2, "kl_ref": mv.kl_divergence(q, p).mean().item(),
                              "win": mv.win_rate(q, p, r).mean().item()})
                 print(f"{family:12s} {name:8s} seed {seed}: KL(q||bon) {back:.3f}, KL(bon||q) {fwd:.3f}, "
                       f"win {runs[-1]['win']:.3f}", flush=True)
     summary = {}
-    for family in FAMILIES:
-        for name in METHODS:
+    for family in families:
+        for name in methods:
             rows = [x for x in runs if x["family"] == family and x["method"] == name]
             summary[f"{family}|{name}"] = {
                 key: {"mean": statistics.mean(x[key] for x in rows),
                       "sd": statistics.stdev(x[key] for x in rows) if len(rows) > 1 else 0.0}
                 for key in ("backward", "forward", "jeffreys", "kl_ref", "win")}
-    out = {"settings": {"N": N, "M": M, "base": BASE, "families": FAMILIES, "seeds": seeds, "steps": args.steps},
+    out = {"settings": {"N": N, "M": M, "base": BASE, "methods": {m: METHODS[m] for m in methods},
+                        "families": {f: FAMILIES[f] for f in families}, "seeds": seeds, "steps": args.steps,
+                        "lr": args.lr},
            "matched_beta": matched_beta, "runs": runs, "summary": summary, "wall_seconds": time.time() - t0,
            "torch": torch.__version__}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ class TrainConfig:
     steps: int = 100
     lr: float = 3e-4
     lr_schedule: str = "constant"  # or "cosine": lr (1 + cos(pi step / steps)) / 2, from lr down to 0
+    #                                (jbond with hard rounds: restarted each round, since each has a new target)
     max_grad_norm: float | None = 1.0
     weight_decay: float = 0.0  # AdamW's decay pulls weights to 0, not to the reference: off by default
     seed: int = 0

@@ -190,3 +190,21 @@ def test_hard_rounds_move_the_anchor_log2_n_minus_1_times(small, monkeypatch, n,
                       TrainConfig(method="jbond", n=n, k=2, prompts_per_step=1, steps=steps, lr=0.1))
     trainer.run(progress=False)
     assert len(moves) == round(math.log2(n)) - 1, (n, steps, trainer.config.anchor_every)
+
+
+def test_cosine_schedule_restarts_each_hard_jbond_round_only(small):
+    world, ref, p, r, reward_fn = small
+
+    def lrs(**kwargs):
+        cfg = TrainConfig(**{**dict(n=4, k=2, prompts_per_step=1, steps=10, lr=1.0, lr_schedule="cosine"), **kwargs})
+        trainer = Trainer(TabularPolicy.from_first_order(world.ref_logits), ref, [0], reward_fn, cfg)
+        return [trainer.cosine_lr(t) for t in range(cfg.steps)]
+
+    whole = [0.5 * (1 + math.cos(math.pi * t / 10)) for t in range(10)]
+    half = [0.5 * (1 + math.cos(math.pi * t / 5)) for t in range(5)]
+    assert lrs(method="bon-sft") == pytest.approx(whole)
+    assert lrs(method="jbond", anchor_ema=0.5) == pytest.approx(whole)  # a moving anchor: one schedule
+    assert lrs(method="jbond") == pytest.approx(half + half)  # two rounds of 5 steps, each from lr down
+    odd = lrs(method="jbond", n=8, steps=10)  # rounds of ceil(10/3) = 4 steps: 4 + 4 + a last round of 2
+    assert odd[:4] == odd[4:8] == pytest.approx([0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(4)])
+    assert odd[8:] == pytest.approx([1.0, 0.5])

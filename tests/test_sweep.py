@@ -66,3 +66,18 @@ def test_distill_world_script_records_every_run_and_the_spread(tmp_path):
     row = data["summary"]["whole-prefix|vBoN"]["win"]
     wins = [x["win"] for x in data["runs"] if x["family"] == "whole-prefix" and x["method"] == "vBoN"]
     assert row["mean"] == pytest.approx(sum(wins) / 2) and row["sd"] >= 0
+
+
+def test_distill_world_script_runs_a_chosen_method_at_another_lr_and_refuses_unknown_names(tmp_path):
+    script, out = str(ROOT / "experiments" / "distill_world.py"), tmp_path / "jb.json"
+    done = subprocess.run([sys.executable, script, "--seeds", "0", "--steps", "2", "--methods", "J-BOND",
+                           "--families", "whole-prefix", "--lr", "0.2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert [(x["family"], x["method"]) for x in data["runs"]] == [("whole-prefix", "J-BOND")]
+    assert data["settings"]["lr"] == data["runs"][0]["lr"] == 0.2 and list(data["summary"]) == ["whole-prefix|J-BOND"]
+    for bad, flag in [(["--methods", "JBOND"], "--methods"), (["--lr", "0"], "--lr")]:
+        refused = subprocess.run([sys.executable, script, *bad, "--out", str(tmp_path / "x.json")],
+                                 capture_output=True, text=True, timeout=600)
+        assert refused.returncode == 2 and flag in refused.stderr and not (tmp_path / "x.json").exists()
