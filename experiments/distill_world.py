@@ -47,9 +47,10 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     methods, families = args.methods.split(","), args.families.split(",")
-    for name, known, what in [(m, METHODS, "--methods") for m in methods] + [(f, FAMILIES, "--families") for f in families]:
-        if name not in known:
-            parser.error(f"{what}: unknown {name!r}; choose from {', '.join(known)}")
+    for flag, names, known in (("--methods", methods, METHODS), ("--families", families, FAMILIES)):
+        unknown = [x for x in names if x not in known]
+        if unknown:
+            parser.error(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
     if args.lr is not None and not args.lr > 0:
         parser.error(f"--lr must be > 0, got {args.lr}")
     world = make_world(num_prompts=3, vocab=3, length=5, seed=0)
@@ -67,9 +68,9 @@ def main() -> None:
         for name in methods:
             for seed in seeds:
                 extra = {"beta": matched_beta} if name == "KL-RL" else {}
-                extra.update({"lr": args.lr} if args.lr is not None else {})
-                change = METHODS[name]
-                config = mv.TrainConfig(**{**BASE, "steps": args.steps or steps, "seed": seed, **change, **extra})
+                if args.lr is not None:
+                    extra["lr"] = args.lr
+                config = mv.TrainConfig(**{**BASE, "steps": args.steps or steps, "seed": seed, **METHODS[name], **extra})
                 policy = TabularPolicy.from_first_order(world.ref_logits, context)
                 torch.manual_seed(seed)
                 mv.train(policy, reference, prompts, reward_fn, config, cdf=cdf, progress=False)

@@ -22,8 +22,7 @@ class TrainConfig:
     prompts_per_step: int = 8
     steps: int = 100
     lr: float = 3e-4
-    lr_schedule: str = "constant"  # or "cosine": lr (1 + cos(pi step / steps)) / 2, from lr down to 0
-    #                                (jbond with hard rounds: restarted each round, since each has a new target)
+    lr_schedule: str = "constant"  # or "cosine", from lr down to 0 (see lr_at)
     max_grad_norm: float | None = 1.0
     weight_decay: float = 0.0  # AdamW's decay pulls weights to 0, not to the reference: off by default
     seed: int = 0
@@ -61,16 +60,32 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a number in {'(0' if name == 'anchor_ema' else '[0'}, 1], got {value!r}")
         if self.anchor_every is None and self.method == "jbond":
             rounds = round(math.log2(self.n))
-            if self.anchor_ema == 1 and 2**rounds != self.n:
+            if self.hard_rounds and 2**rounds != self.n:
                 raise ValueError(f"jbond with hard rounds distils Best-of-2 log2(n) times: n must be a power of 2, "
                                  f"got {self.n}")
             # hard rounds of ceil(steps / rounds) steps: the anchor moves rounds - 1 times, never after the last step
-            self.anchor_every = max(1, math.ceil(self.steps / rounds)) if self.anchor_ema == 1 else 1
+            self.anchor_every = max(1, math.ceil(self.steps / rounds)) if self.hard_rounds else 1
         if self.anchor_every is not None:
             self.anchor_every = check_int(self.anchor_every, "anchor_every", minimum=1)
         if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
                 or not math.isfinite(self.weight_decay) or self.weight_decay < 0:
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+
+    @property
+    def hard_rounds(self) -> bool:
+        """jbond with anchor_ema = 1: the anchor jumps to the policy every anchor_every steps."""
+        return self.method == "jbond" and self.anchor_ema == 1
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of step t (0-based): lr if constant; cosine: lr (1 + cos(pi t / T)) / 2, with T the
+        whole run, or, with hard rounds, each round (a round distils a new target, so it restarts from lr)."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        start, span = 0, self.steps
+        if self.hard_rounds:
+            start = min(step, self.steps - 1) // self.anchor_every * self.anchor_every
+            span = min(self.anchor_every, self.steps - start)
+        return self.lr * 0.5 * (1 + math.cos(math.pi * min(step - start, span) / span))
 
     @property
     def step_budget(self) -> tuple[int, int]:

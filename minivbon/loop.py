@@ -133,22 +133,12 @@ class Trainer:
         if not (torch.isfinite(loss) and torch.isfinite(norm)):
             self.optimizer.zero_grad()
             raise FloatingPointError(f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient'} ({where})")
-        if cfg.lr_schedule == "cosine":
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.cosine_lr(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr_at(self.step)
         self.optimizer.step()
         if self.anchor is not None and (self.step + 1) % cfg.anchor_every == 0 and self.step + 1 < cfg.steps:
             distill.ema_update(self.anchor, self.policy, cfg.anchor_ema)
         return {"loss": loss.item(), **stats}
-
-    def cosine_lr(self, step: int) -> float:
-        """lr (1 + cos(pi t / T)) / 2 at step t of a span of T steps: the whole run, or, for jbond with hard
-        rounds, each round (every round is a distillation of its own, to a new target)."""
-        cfg, start, span = self.config, 0, self.config.steps
-        if cfg.method == "jbond" and cfg.anchor_ema == 1:
-            start = min(step, cfg.steps - 1) // cfg.anchor_every * cfg.anchor_every
-            span = min(cfg.anchor_every, cfg.steps - start)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(step - start, span) / span))
 
     def _jeffreys_loss(self, prompts: list, samples: Samples, scored: Callable) -> tuple[Tensor, dict]:
         """bond, jbond: (1 - eta) * forward KL (SFT on BoN targets) + eta * backward KL (RLOO)."""

@@ -197,8 +197,7 @@ def test_cosine_schedule_restarts_each_hard_jbond_round_only(small):
 
     def lrs(**kwargs):
         cfg = TrainConfig(**{**dict(n=4, k=2, prompts_per_step=1, steps=10, lr=1.0, lr_schedule="cosine"), **kwargs})
-        trainer = Trainer(TabularPolicy.from_first_order(world.ref_logits), ref, [0], reward_fn, cfg)
-        return [trainer.cosine_lr(t) for t in range(cfg.steps)]
+        return [cfg.lr_at(t) for t in range(cfg.steps)]
 
     whole = [0.5 * (1 + math.cos(math.pi * t / 10)) for t in range(10)]
     half = [0.5 * (1 + math.cos(math.pi * t / 5)) for t in range(5)]
@@ -208,3 +207,9 @@ def test_cosine_schedule_restarts_each_hard_jbond_round_only(small):
     odd = lrs(method="jbond", n=8, steps=10)  # rounds of ceil(10/3) = 4 steps: 4 + 4 + a last round of 2
     assert odd[:4] == odd[4:8] == pytest.approx([0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(4)])
     assert odd[8:] == pytest.approx([1.0, 0.5])
+    assert lrs(method="jbond", lr_schedule="constant") == [1.0] * 10
+    seen = []  # the trainer uses exactly these rates, step by step
+    cfg = TrainConfig(method="jbond", n=4, k=2, prompts_per_step=1, steps=6, lr=0.1, lr_schedule="cosine")
+    trainer = Trainer(TabularPolicy.from_first_order(world.ref_logits), ref, [0], reward_fn, cfg)
+    trainer.run(progress=False, callback=lambda t: seen.append(t.optimizer.param_groups[0]["lr"]))
+    assert seen == [cfg.lr_at(t) for t in range(6)]
