@@ -143,6 +143,17 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 on CUDA, fp32 elsewhere")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    from results_io import check_writable
+    from sweep_on_device import check_device
+
+    try:  # every argument checked before the measurement starts
+        check_device(args.device)
+        if args.json:
+            check_writable(args.json, "--json")
+    except (ValueError, SystemExit) as e:
+        parser.error(str(e))
     import datasets
     import transformers
 

@@ -22,6 +22,9 @@ parser.add_argument("--prompts", type=int, default=256)
 parser.add_argument("--steps", type=int, default=60)
 parser.add_argument("--m", type=int, default=32)
 args = parser.parse_args()
+for flag, value in (("--prompts", args.prompts), ("--steps", args.steps), ("--m", args.m)):
+    if value < 1:
+        parser.error(f"{flag} must be at least 1, got {value}")
 datasets.disable_progress_bars()
 transformers.utils.logging.set_verbosity_error()
 

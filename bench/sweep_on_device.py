@@ -31,7 +31,22 @@ def parse_run(text: str, m: int) -> dict:
     parts = text.split(":")
     if len(parts) != 3 or parts[0] not in sweep.METHODS:
         raise ValueError(f"--runs: expected METHOD:N:SEED with METHOD in {sweep.METHODS}, got {text!r}")
+    if not (parts[1].isdigit() and int(parts[1]) >= 2 and parts[2].isdigit()):
+        raise ValueError(f"--runs: in {text!r}, N must be a whole number >= 2 (beta = 1/(N-1)) and SEED a whole "
+                         "number >= 0")
     return dict(method=parts[0], n=int(parts[1]), m=m, seed=int(parts[2]))
+
+
+def check_device(name: str) -> str:
+    """--device, checked before any work: a device torch knows, and CUDA only where it is available."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this torch has no CUDA device available (torch {torch.__version__}); "
+                         "use --device cpu")
+    return name
 
 
 def main() -> None:
@@ -42,7 +57,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
     p = dict(sweep.PRESETS[args.preset], device=args.device)
-    runs = [parse_run(r, p["m_train"]) for r in args.runs.split(",")]
+    try:  # every argument checked before the measurement starts
+        check_device(args.device)
+        runs = [parse_run(r, p["m_train"]) for r in args.runs.split(",")]
+        if args.json:
+            sweep.check_writable(args.json, "--json")
+    except (ValueError, SystemExit) as e:
+        parser.error(str(e))
     committed = ROOT / "experiments" / "results" / f"sentiment_sweep_{args.preset}.json"
     cpu = json.loads(committed.read_text())["runs"] if committed.exists() else {}
 
@@ -66,8 +87,7 @@ def main() -> None:
                      f"{same['train_seconds']:.1f} s training{spread}")
         print(line, flush=True)
     if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
-
+        sweep.write_atomic(args.json, out)
 
 if __name__ == "__main__":
     main()

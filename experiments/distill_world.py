@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 import minivbon as mv  # noqa: E402
 from minivbon.toy import TabularPolicy, make_world  # noqa: E402
-from sentiment_sweep import write_atomic  # noqa: E402
+from minivbon.provenance import provenance, tensors_fingerprint  # noqa: E402
+from results_io import check_writable, write_atomic  # noqa: E402
 
 N, M = 4, 300
 BASE = dict(n=N, k=16, prompts_per_step=6, lr=0.1, lr_schedule="cosine", max_grad_norm=None)
@@ -45,14 +46,25 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help="override every chosen method's learning rate")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "distill_world.json")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated whole numbers >= 0, got {args.seeds!r}")
+    if any(s < 0 for s in seeds):
+        parser.error(f"--seeds must be >= 0, got {args.seeds!r}")
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps} (leave it out for each family's own steps)")
     methods, families = args.methods.split(","), args.families.split(",")
     for flag, names, known in (("--methods", methods, METHODS), ("--families", families, FAMILIES)):
         unknown = [x for x in names if x not in known]
         if unknown:
             parser.error(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
-    if args.lr is not None and not args.lr > 0:
-        parser.error(f"--lr must be > 0, got {args.lr}")
+    if args.lr is not None and not 0 < args.lr < float("inf"):
+        parser.error(f"--lr must be a finite number > 0, got {args.lr}")
+    try:
+        check_writable(args.out)
+    except SystemExit as e:
+        parser.error(str(e))
     world = make_world(num_prompts=3, vocab=3, length=5, seed=0)
     prompts, reference = list(range(world.num_prompts)), world.reference()
     p, r, bon = world.ref_log_probs().exp(), world.rewards_all(), world.bon_probs(N)
@@ -70,13 +82,15 @@ def main() -> None:
                 extra = {"beta": matched_beta} if name == "KL-RL" else {}
                 if args.lr is not None:
                     extra["lr"] = args.lr
-                config = mv.TrainConfig(**{**BASE, "steps": args.steps or steps, "seed": seed, **METHODS[name], **extra})
+                config = mv.TrainConfig(**{**BASE, "steps": args.steps if args.steps is not None else steps, "seed": seed,
+                                           **METHODS[name], **extra})
                 policy = TabularPolicy.from_first_order(world.ref_logits, context)
                 torch.manual_seed(seed)
                 mv.train(policy, reference, prompts, reward_fn, config, cdf=cdf, progress=False)
                 q = policy.log_probs_all(world.strings).detach().double().exp()
                 back, fwd = mv.kl_divergence(q, bon).mean().item(), mv.kl_divergence(bon, q).mean().item()
-                runs.append({"family": family, "method": name, "seed": seed, "lr": config.lr, "backward": back, "forward": fwd,
+                runs.append({"family": family, "method": name, "seed": seed, "lr": config.lr, "steps": config.steps,
+                             "backward": back, "forward": fwd,
                              "jeffreys": (back + fwd) / 2, "kl_ref": mv.kl_divergence(q, p).mean().item(),
                              "win": mv.win_rate(q, p, r).mean().item()})
                 print(f"{family:12s} {name:8s} seed {seed}: KL(q||bon) {back:.3f}, KL(bon||q) {fwd:.3f}, "
@@ -89,9 +103,11 @@ def main() -> None:
                 key: {"mean": statistics.mean(x[key] for x in rows),
                       "sd": statistics.stdev(x[key] for x in rows) if len(rows) > 1 else 0.0}
                 for key in ("backward", "forward", "jeffreys", "kl_ref", "win")}
+    steps_run = {f: args.steps if args.steps is not None else FAMILIES[f][1] for f in families}
     out = {"settings": {"N": N, "M": M, "base": BASE, "methods": {m: METHODS[m] for m in methods},
                         "families": {f: FAMILIES[f] for f in families}, "seeds": seeds, "steps": args.steps,
-                        "lr": args.lr},
+                        "steps_run": steps_run, "lr": args.lr},
+           "provenance": provenance({"kind": "toy world", "world_sha256": tensors_fingerprint(world.ref_logits, r)}),
            "matched_beta": matched_beta, "runs": runs, "summary": summary, "wall_seconds": time.time() - t0,
            "torch": torch.__version__}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,11 @@ win-rate-KL Pareto frontiers, as the paper does, and the break-even number of an
 vBoN's training cost (reference and training samples) is repaid by sampling N times less than BoN.
 
 One JSON file holds everything (settings, library version, backend, seeds, every run). It is rewritten
-atomically after each run, and runs already in it are skipped, so an interrupted sweep resumes.
+atomically after each run, and runs already in it are skipped, so an interrupted sweep resumes. Its
+``provenance`` (a SHA-256 of the data folder, or the hub models' commits, and the minivbon and torch versions)
+must match the current one to resume: runs made on other data or with other versions are never mixed. A
+file without one (written before provenance was recorded) is resumed only with ``--adopt-legacy``, which
+records the current provenance in it; its recorded library and torch versions must still match.
 
 ``--workers W`` trains W runs at once, in W processes of cores/W torch threads each (default: 2 for the
 CPU preset on a machine with 2 or more cores, else 1). On 2 cores two single-threaded processes finish
@@ -34,7 +38,6 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -42,8 +45,11 @@ from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
 import minivbon as mv  # noqa: E402
 from minivbon import sentiment  # noqa: E402
+from minivbon.provenance import provenance, task_fingerprint  # noqa: E402
+from results_io import check_resume, check_writable, write_atomic  # noqa: E402,F401 (write_atomic: imported by the other scripts)
 
 PRESETS = {
     "cpu": dict(backend="local", device="cpu", max_new_tokens=16, n_train=64, n_test=256, m_train=64, m_test=16,
@@ -73,10 +79,29 @@ def score(values: dict, groups: int) -> dict:
     return out
 
 
-def write_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+def read_results(path: Path, settings: dict) -> dict:
+    """The results file at ``path`` to resume ({} if there is none), checked before any training: JSON, a dict
+    with ``runs`` a dict of run records and ``bon`` a dict, made with these ``settings``."""
+    if not path.exists():
+        return {}
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SystemExit(f"{path} is not a readable JSON results file ({type(e).__name__}: {e}); delete it or use "
+                         "--out for a new file") from None
+    if not isinstance(results, dict):
+        raise SystemExit(f"{path} holds a JSON {type(results).__name__}, not a sweep results file (an object with "
+                         "settings and runs); delete it or use --out")
+    if results.get("settings") != settings:
+        raise SystemExit(f"{path} was made with other settings; use --out for a new file or delete it")
+    runs, bon = results.get("runs", {}), results.get("bon", {})
+    if not isinstance(runs, dict) or not all(isinstance(r, dict) and {"method", "n", "m", "seed"} <= set(r)
+                                             for r in runs.values()):
+        raise SystemExit(f"{path}: 'runs' must map run keys to run records (with method, n, m and seed); the file "
+                         "is corrupt")
+    if not isinstance(bon, dict):
+        raise SystemExit(f"{path}: 'bon' must be a dict of BoN baselines by N; the file is corrupt")
+    return results
 
 
 def plan(p: dict) -> list[dict]:
@@ -190,6 +215,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="results file (default: experiments/results/sentiment_sweep_<preset>.json)")
     parser.add_argument("--workers", type=int, help="runs trained at once, one process each (default: 2 for the "
                         "CPU preset with 2 or more cores, else 1)")
+    parser.add_argument("--adopt-legacy", action="store_true", help="resume a results file written before "
+                        "provenance was recorded, recording the current data fingerprint in it")
     args = parser.parse_args()
     p = PRESETS[args.preset]
     cores = os.cpu_count() or 1
@@ -197,16 +224,17 @@ def main() -> None:
     if workers < 1:
         parser.error(f"--workers must be at least 1, got {workers}")
     out = args.out or ROOT / "experiments" / "results" / f"sentiment_sweep_{args.preset}.json"
+    check_writable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     settings = {"preset": args.preset, **p}
-    results = json.loads(out.read_text()) if out.exists() else {}
-    if results and results.get("settings") != settings:
-        raise SystemExit(f"{out} was made with other settings; use --out for a new file or delete it")
-    results.setdefault("runs", {})
-    results.update(settings=settings, library_version=version("minivbon"), backend=p["backend"], seeds=p["seeds"],
-                   torch=torch.__version__, workers=workers)
-    t_start, earlier = time.time(), results.get("wall_seconds", 0.0)
+    results = read_results(out, settings)
     start_worker(p)  # the parent samples (and caches) the reference sets once, before any worker starts
+    current = provenance(task_fingerprint(_WORKER["task"].settings))
+    check_resume(results, current, out, args.adopt_legacy)
+    results.setdefault("runs", {})
+    results.update(settings=settings, backend=p["backend"], seeds=p["seeds"], workers=workers, provenance=current,
+                   library_version=current["library_version"], torch=current["torch"])  # equal to any recorded
+    t_start, earlier = time.time(), results.get("wall_seconds", 0.0)
     if "bon" not in results:
         results["bon"] = bon_baseline(_WORKER["task"], _WORKER["test_cdf"], p)
         write_atomic(out, results)

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
-from sentiment_sweep import write_atomic  # noqa: E402
+from results_io import check_writable, write_atomic  # noqa: E402
 
 N, M, M_TEST, NEW_TOKENS, STEPS, PROMPTS_PER_STEP, K, LR = 4, 64, 16, 16, 30, 8, 8, 5e-4
 
@@ -40,6 +40,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "trl_vs_loop.json")
     args = parser.parse_args()
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated whole numbers, got {args.seeds!r}")
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
+    try:
+        check_writable(args.out)
+    except SystemExit as e:
+        parser.error(str(e))
     import datasets
     import torch
     from transformers import PrinterCallback, ProgressCallback
@@ -56,7 +66,7 @@ def main() -> None:
     test_cdf = sentiment.cached_reference_cdf(task, task.test_prompts, M_TEST, seed=1)
     data = datasets.Dataset.from_dict({"prompt": list(texts.values()), "prompt_id": list(texts)})
     runs = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
+    for seed in seeds:
         with tempfile.TemporaryDirectory() as tmp:
             config = vbon_rloo_config(N, output_dir=tmp, max_completion_length=NEW_TOKENS, num_generations=K,
                                       per_device_train_batch_size=PROMPTS_PER_STEP * K, learning_rate=LR,
@@ -77,7 +87,10 @@ def main() -> None:
         print(f"seed {seed}: win rate {e['win_rate']:.3f}, KL {e['kl_k1']:.2f}, {seconds:.0f} s", flush=True)
     sweep = json.loads((ROOT / "experiments" / "results" / "sentiment_sweep_cpu.json").read_text())
     loop = [r for k, r in sweep["runs"].items() if k.startswith(f"vbon-l|N={N}|M={M}|")]
-    out = {"trl_version": trl_version, "torch": torch.__version__, "settings": {
+    from minivbon.provenance import provenance, task_fingerprint
+
+    out = {"trl_version": trl_version, "torch": torch.__version__, "provenance": provenance(task_fingerprint(task.settings)),
+           "settings": {
                "N": N, "M": M, "steps": args.steps, "prompts_per_step": PROMPTS_PER_STEP, "k": K, "lr": LR},
            "trl": {"runs": runs, **{key: mean_se([r[key] for r in runs]) for key in ("win_rate", "kl_k1")}},
            "minivbon": {"seeds": sorted(r["seed"] for r in loop),

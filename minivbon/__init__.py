@@ -3,7 +3,8 @@
 Modules: ``bon`` (Best-of-N on categorical distributions), ``objectives`` (the vBoN rewards from samples),
 ``policy`` (the policy interface, Best-of-N sampling, the reference CDF), ``config`` and ``loop`` (the one
 training loop), ``distill`` (BoN-SFT, BoNBoN, BOND and J-BOND losses),
-``toy`` / ``lm`` / ``sentiment`` (policies and tasks). No name re-exported here shadows a module.
+``toy`` / ``lm`` / ``sentiment`` (policies and tasks), ``storage`` and ``provenance`` (state and results on
+disk). No name re-exported here shadows a module.
 """
 from .bon import (bon_kl_bound, bon_probs, bon_sample, expected_reward, kl_divergence, kl_rl_policy,
                   reward_cdf, win_rate)

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from .checks import check_int, check_positive
 
 METHODS = ("vbon", "vbon-l", "kl-rl", "bon-sft", "bonbon", "bond", "jbond")
 RL_METHODS = ("vbon", "vbon-l", "kl-rl")
 NEEDS_CDF = ("vbon", "vbon-l", "bond")
+# the methods that read each method-specific setting; any other method refuses a value other than the default
+# (n is read by every method but kl-rl, where it only names the N whose beta = 1/(N-1) a run is matched to)
+READ_BY = {"beta": ("vbon", "vbon-l", "kl-rl", "bond"), "ties": ("vbon", "vbon-l", "bond"), "alpha": ("bonbon",),
+           "eta": ("bond", "jbond"), "anchor_ema": ("jbond",), "anchor_every": ("jbond",)}
 
 
 @dataclass
@@ -31,7 +35,11 @@ class TrainConfig:
     alpha: float = 0.5  # bonbon: weight of the SFT term (1 - alpha on the IPO contrast)
     eta: float = 0.5  # bond, jbond: weight of the backward KL in the Jeffreys divergence
     anchor_ema: float = 1.0  # jbond: 1 = hard rounds (anchor <- policy); < 1 = the paper's moving EMA anchor
-    anchor_every: int | None = None  # jbond: steps between anchor updates (default: steps/log2(n) if hard, else 1)
+    anchor_every: int | None = None  # jbond: steps between anchor updates (default: ceil(steps/log2(n)) if hard, else 1)
+    # Settings a method does not read (READ_BY) are refused unless left at their default. jbond with hard rounds
+    # distils Best-of-2 log2(n) times: the anchor moves exactly log2(n) - 1 times, or the config is refused.
+    # jbond with an EMA anchor (anchor_ema < 1) distils Best-of-2 of an ever-moving anchor, which is no
+    # Best-of-n for any fixed n: n is not read there, and a value other than its default (4) is refused.
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -58,18 +66,58 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1 \
                     or (name == "anchor_ema" and value == 0):
                 raise ValueError(f"{name} must be a number in {'(0' if name == 'anchor_ema' else '[0'}, 1], got {value!r}")
-        if self.anchor_every is None and self.method == "jbond":
-            rounds = round(math.log2(self.n))
-            if self.hard_rounds and 2**rounds != self.n:
-                raise ValueError(f"jbond with hard rounds distils Best-of-2 log2(n) times: n must be a power of 2, "
-                                 f"got {self.n}")
-            # hard rounds of ceil(steps / rounds) steps: the anchor moves rounds - 1 times, never after the last step
-            self.anchor_every = max(1, math.ceil(self.steps / rounds)) if self.hard_rounds else 1
         if self.anchor_every is not None:
             self.anchor_every = check_int(self.anchor_every, "anchor_every", minimum=1)
+        self._refuse_unread_settings()
+        if self.method == "jbond":
+            self._check_jbond_rounds()
         if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
                 or not math.isfinite(self.weight_decay) or self.weight_decay < 0:
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+
+    def _refuse_unread_settings(self) -> None:
+        defaults = {f.name: f.default for f in fields(self)}
+        for name, readers in READ_BY.items():
+            if self.method not in readers and getattr(self, name) != defaults[name]:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not read by method {self.method!r} and would "
+                                 f"change nothing; only {', '.join(readers)} read {name}: leave it at its default "
+                                 f"({defaults[name]!r})")
+
+    def _check_jbond_rounds(self) -> None:
+        """Hard rounds: n a power of 2 and exactly log2(n) - 1 anchor moves; EMA anchor: n left at its default."""
+        if not self.hard_rounds:
+            if self.n != 4:
+                raise ValueError(f"n={self.n} is not read by jbond with a moving EMA anchor (anchor_ema="
+                                 f"{self.anchor_ema}): it distils Best-of-2 of an anchor that moves every "
+                                 f"anchor_every steps for the whole run, which is Best-of-n for no fixed n. Leave n "
+                                 f"at its default (4), or use hard rounds (anchor_ema=1) to distil Best-of-{self.n}")
+            self.anchor_every = 1 if self.anchor_every is None else self.anchor_every
+            return
+        rounds = round(math.log2(self.n))
+        if 2**rounds != self.n:
+            raise ValueError(f"jbond with hard rounds distils Best-of-2 log2(n) times: n must be a power of 2, "
+                             f"got {self.n}")
+        if self.anchor_every is None:
+            if self.steps < rounds:
+                raise ValueError(f"jbond with hard rounds needs at least log2(n) = {rounds} steps for n = {self.n} "
+                                 f"(one round per doubling of N), got steps={self.steps}")
+            # rounds of ceil(steps / rounds) steps: the anchor moves rounds - 1 times, never after the last step
+            self.anchor_every = math.ceil(self.steps / rounds)
+        moves = (self.steps - 1) // self.anchor_every  # the anchor moves after steps anchor_every, 2 anchor_every, ...
+        if moves != rounds - 1:
+            raise ValueError(
+                f"jbond with hard rounds must move its anchor log2(n) - 1 = {rounds - 1} times to distil "
+                f"Best-of-{self.n}, but steps={self.steps} with anchor_every={self.anchor_every} moves it {moves} "
+                f"times (it would distil Best-of-{2 ** (moves + 1)}): use steps that are a multiple of log2(n) = "
+                f"{rounds} and leave anchor_every=None (a config copied with dataclasses.replace keeps the "
+                f"anchor_every derived for its old steps: pass anchor_every=None)")
+
+    def without_unread(self, method: str, **changes) -> "TrainConfig":
+        """This config as ``method`` (with ``changes``), the settings ``method`` does not read reset to their
+        defaults: how bond and jbond reuse the RL loss of vbon-l and kl-rl."""
+        reset = {f.name: f.default for f in fields(self) if f.name in READ_BY
+                 and method not in READ_BY[f.name] and f.name not in changes}
+        return replace(self, method=method, **reset, **changes)
 
     @property
     def hard_rounds(self) -> bool:

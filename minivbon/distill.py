@@ -27,10 +27,39 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .checks import check_int
+from .checks import as_float, check_int, check_not_nan, check_probs, check_reward_batch, check_same_shape
 from .policy import Samples, sequence_log_probs
 
 JBOND_PENALTY = math.log(16)  # r_J(y) = -log 16 when y loses to both anchor samples, else 0 (BOND, Alg. 2)
+
+
+def check_weight(x, name: str, low_open: bool = False) -> float:
+    """A number in [0, 1] ((0, 1] with ``low_open``): alpha, eta, an EMA rate."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not (0 < x <= 1 if low_open else 0 <= x <= 1):
+        raise ValueError(f"{name} must be a number in {'(0' if low_open else '[0'}, 1], got {x!r}")
+    return float(x)
+
+
+def check_policy(policy, name: str = "policy") -> nn.Module:
+    """An nn.Module with the policy interface (sample, token_log_probs)."""
+    if not isinstance(policy, nn.Module) or not all(hasattr(policy, m) for m in ("sample", "token_log_probs")):
+        raise TypeError(f"{name} must be a policy (an nn.Module with sample and token_log_probs), "
+                        f"got {type(policy).__name__}")
+    return policy
+
+
+def check_samples(samples, name: str) -> Samples:
+    if not isinstance(samples, Samples):
+        raise TypeError(f"{name} must be Samples, got {type(samples).__name__}")
+    return samples
+
+
+def check_table(x, name: str) -> Tensor:
+    """A (P, S) table of finite numbers (float64)."""
+    t = check_not_nan(as_float(x, name), name, finite=True)
+    if t.dim() != 2:
+        raise ValueError(f"{name} must be (P, S), got shape {tuple(t.shape)}")
+    return t
 
 
 def harmonic(n: int) -> float:
@@ -54,14 +83,21 @@ def best_and_worst_of_n(policy: nn.Module, prompts: list, n: int, reward_fn: Cal
                         generator: torch.Generator | None = None) -> tuple[Samples, Samples, Tensor]:
     """n samples per prompt; keep the best and the worst (first on ties). Returns (best, worst, rewards (P, n))."""
     n = check_int(n, "n", minimum=2)
+    check_policy(policy)
+    if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__len__") or len(prompts) == 0:
+        raise ValueError(f"prompts must be a non-empty list of prompt ids, got {prompts!r:.80}")
+    if not callable(reward_fn):
+        raise TypeError(f"reward_fn must map Samples to rewards, got {type(reward_fn).__name__}")
     samples = policy.sample([p for p in prompts for _ in range(n)], generator)
-    raw = reward_fn(samples).view(-1, n)  # (P, n)
+    raw = check_reward_batch(reward_fn(samples), len(samples.prompt_ids), "best_and_worst_of_n").view(-1, n)  # (P, n)
     offset = torch.arange(len(prompts)) * n
     return samples.select(raw.argmax(1).cpu() + offset), samples.select(raw.argmin(1).cpu() + offset), raw
 
 
 def sft_loss(policy: nn.Module, targets: Samples) -> Tensor:
     """-mean log q(y) over the targets: maximum likelihood, the forward KL to their law up to a constant."""
+    check_policy(policy)
+    check_samples(targets, "targets")
     logp = policy.token_log_probs(targets)  # (B, T)
     return -(logp * targets.mask.to(logp.device)).sum(-1).mean()
 
@@ -72,6 +108,12 @@ def bonbon_loss(policy: nn.Module, reference: nn.Module, best: Samples, worst: S
 
     h = [log q(best) - log pi(best)] - [log q(worst) - log pi(worst)], each (P,).
     """
+    n, alpha = check_int(n, "n", minimum=2), check_weight(alpha, "alpha")
+    check_policy(policy), check_policy(reference, "reference")
+    check_samples(best, "best"), check_samples(worst, "worst")
+    if list(best.prompt_ids) != list(worst.prompt_ids):
+        raise ValueError(f"best and worst must hold one sample each of the same prompts, in the same order; got "
+                         f"{len(best.prompt_ids)} and {len(worst.prompt_ids)} samples with different prompt ids")
     lq_w, lp_w, _ = sequence_log_probs(policy, reference, best)  # (P,) each
     lq_l, lp_l, _ = sequence_log_probs(policy, reference, worst)
     h = (lq_w - lp_w) - (lq_l - lp_l)  # (P,)
@@ -85,11 +127,19 @@ def jbond_reward(raw: Tensor, anchor_raw: Tensor) -> Tensor:
 
     raw (P, k) policy rewards, anchor_raw (P, 2) the same prompts' anchor rewards -> (P, k).
     """
-    return -JBOND_PENALTY * (raw < anchor_raw.min(1, keepdim=True).values).to(raw.dtype)
+    dtype = raw.dtype if isinstance(raw, Tensor) and raw.is_floating_point() else torch.float64
+    if isinstance(raw, Tensor) and raw.dtype == torch.bool:
+        raise TypeError("raw must hold real rewards, got a bool tensor")
+    raw, anchor_raw = check_table(raw, "raw"), check_table(anchor_raw, "anchor_raw")
+    if anchor_raw.shape != (raw.shape[0], 2):
+        raise ValueError(f"anchor_raw must be (P, 2), two anchor rewards for each of raw's {raw.shape[0]} prompts, "
+                         f"got shape {tuple(anchor_raw.shape)}")
+    return -JBOND_PENALTY * (raw < anchor_raw.min(1, keepdim=True).values).to(dtype)
 
 
 def make_anchor(policy: nn.Module) -> nn.Module:
     """A frozen copy of the policy's current weights (J-BOND's anchor)."""
+    check_policy(policy)
     twin = policy.clone(trainable=False) if hasattr(policy, "clone") else copy.deepcopy(policy)
     return twin.requires_grad_(False)
 
@@ -97,7 +147,13 @@ def make_anchor(policy: nn.Module) -> nn.Module:
 @torch.no_grad()
 def ema_update(anchor: nn.Module, policy: nn.Module, gamma: float) -> None:
     """theta_anchor <- (1 - gamma) theta_anchor + gamma theta_policy (gamma = 1 copies the policy)."""
-    for a, p in zip(anchor.parameters(), policy.parameters()):
+    gamma = check_weight(gamma, "gamma", low_open=True)
+    check_policy(anchor, "anchor"), check_policy(policy)
+    pairs = list(zip(anchor.parameters(), policy.parameters()))
+    if len(pairs) != len(list(policy.parameters())) or len(pairs) != len(list(anchor.parameters())) \
+            or any(a.shape != p.shape for a, p in pairs):
+        raise ValueError("anchor and policy must have the same parameters (anchor = make_anchor(policy))")
+    for a, p in pairs:
         a.lerp_(p.detach().to(a.dtype), gamma)
 
 
@@ -109,11 +165,9 @@ def best_worst_probs(ref_probs: Tensor, rewards: Tensor, n: int) -> Tensor:
     P(best = worst = a) = pi(a)^n (all n draws are a); every other pair has probability 0. Rows sum to pi_bon.
     """
     n = check_int(n, "n", minimum=2)
-    if ref_probs.dim() != 2 or rewards.shape != ref_probs.shape:
-        raise ValueError(f"ref_probs and rewards must both be (P, S), got {tuple(ref_probs.shape)} and {tuple(rewards.shape)}")
-    if (rewards.sort(-1).values.diff(dim=-1) == 0).any():
+    p, r = check_law(ref_probs, rewards, "ref_probs")
+    if (r.sort(-1).values.diff(dim=-1) == 0).any():
         raise ValueError("rewards has ties within a prompt: best_worst_probs needs distinct rewards")
-    p, r = ref_probs.double(), rewards.double()
     f_le = (p[:, None, :] * (r[:, None, :] <= r[:, :, None])).sum(-1)  # (P, S) F_<=(a)
     pa, pb = p[:, :, None], p[:, None, :]  # (P, S, 1), (P, 1, S)
     inside = (f_le[:, :, None] - f_le[:, None, :] + pb).clamp_min(0)  # (P, S, S) I = F_<=(a) - F_<(b)
@@ -122,11 +176,36 @@ def best_worst_probs(ref_probs: Tensor, rewards: Tensor, n: int) -> Tensor:
     return joint * (r[:, :, None] > r[:, None, :]) + torch.diag_embed(p**n)
 
 
+def check_law(probs, rewards, name: str) -> tuple[Tensor, Tensor]:
+    """(probs, rewards) as float64 (P, S) tables: probs a distribution per row, rewards finite, same shape."""
+    for x, what in ((probs, name), (rewards, "rewards")):
+        if isinstance(x, Tensor) and x.dtype == torch.bool:
+            raise TypeError(f"{what} must hold real numbers, got a bool tensor")
+    p, r = check_probs(probs, name), check_table(rewards, "rewards")
+    if p.dim() != 2:
+        raise ValueError(f"{name} must be (P, S), got shape {tuple(p.shape)}")
+    check_same_shape(p, r, name, "rewards")
+    return p, r
+
+
 def bonbon_objective(log_q: Tensor, log_pi: Tensor, pairs: Tensor, n: int, alpha: float) -> Tensor:
     """BoNBoN's loss in expectation, by enumeration: (P,) from log q, log pi (P, S) and best_worst_probs (P, S, S).
 
     alpha * E[-log q(best)] + (1 - alpha) * E[(u(best) - u(worst) - 1/(2 beta_n))^2], u = log q - log pi.
     """
+    n, alpha = check_int(n, "n", minimum=2), check_weight(alpha, "alpha")
+    for x, name in ((log_q, "log_q"), (log_pi, "log_pi")):
+        t = check_not_nan(as_float(x, name), name, finite=True)
+        if t.dim() != 2 or (t > 1e-9).any():
+            raise ValueError(f"{name} must be (P, S) finite log-probabilities (<= 0), got shape {tuple(t.shape)}"
+                             + (f" with a value {t.max().item():.3g} > 0" if t.dim() == 2 else ""))
+    if not isinstance(log_q, Tensor):
+        raise TypeError(f"log_q must be a tensor (its gradient is the point), got {type(log_q).__name__}")
+    check_same_shape(log_q, torch.as_tensor(log_pi), "log_q", "log_pi")
+    pr = check_not_nan(as_float(pairs, "pairs"), "pairs", finite=True)
+    if pr.shape != (*log_q.shape, log_q.shape[-1]) or (pr < 0).any():
+        raise ValueError(f"pairs must be best_worst_probs's (P, S, S) law, of non-negative probabilities, for log_q "
+                         f"{tuple(log_q.shape)}; got shape {tuple(pr.shape)}")
     u = log_q - log_pi  # (P, S)
     margin = u[:, :, None] - u[:, None, :] - 1 / (2 * bonbon_beta(n))  # (P, S, S)
     return alpha * -(pairs.sum(2) * log_q).sum(-1) + (1 - alpha) * (pairs * margin**2).sum((1, 2))
@@ -137,5 +216,6 @@ def jbond_expected_reward(anchor_probs: Tensor, rewards: Tensor) -> Tensor:
 
     (P, S) from the anchor's probabilities and the rewards (P, S).
     """
+    anchor_probs, rewards = check_law(anchor_probs, rewards, "anchor_probs")
     f_le = (anchor_probs[:, None, :] * (rewards[:, None, :] <= rewards[:, :, None])).sum(-1)  # (P, S)
     return -JBOND_PENALTY * (1 - f_le) ** 2

@@ -29,8 +29,12 @@ policy of the same kind.
 """
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import asdict, replace
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Callable
 
 import torch
@@ -93,8 +97,14 @@ class Trainer:
     def __init__(self, policy: nn.Module, reference: nn.Module, prompts: list, reward_fn: Callable[[Samples], Tensor],
                  config: TrainConfig, cdf: EmpiricalCDF | None = None,
                  evaluate: Callable[[nn.Module], dict] | None = None):
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__len__"):
+            raise TypeError(f"prompts must be a list of prompt ids, got {type(prompts).__name__}")
         if len(prompts) == 0:
             raise ValueError("prompts is empty")
+        if not callable(reward_fn):
+            raise TypeError(f"reward_fn must map Samples to rewards (B,), got {type(reward_fn).__name__}")
         if config.method in NEEDS_CDF and cdf is None:
             raise ValueError(f"method {config.method!r} needs cdf=EmpiricalCDF(...) of reference rewards")
         self.policy, self.reference, self.prompts = policy, reference, list(prompts)
@@ -102,12 +112,46 @@ class Trainer:
         self.optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.step, self.history, self.interrupted = 0, [], False
+        self.step, self.history, self.interrupted, self.eval_pending = 0, [], False, False
         self.anchor = distill.make_anchor(policy) if config.method == "jbond" else None
 
     def _train_step(self) -> dict:
+        """One step, all or nothing: an error or an interrupt before the update leaves every piece of state (the
+        random generators included) as it was; the update itself (optimiser, anchor, step, history) runs with
+        Ctrl-C held back until it is complete. Returns the step's record, already in the history."""
         cfg = self.config
         where = f"method {cfg.method!r}, step {self.step + 1}; no parameter was changed"
+        generator, rng = self.generator.get_state(), torch.get_rng_state()
+        try:
+            loss, stats = self._step_loss(where)
+        except BaseException as e:
+            self.optimizer.zero_grad()
+            self.generator.set_state(generator)
+            torch.set_rng_state(rng)
+            if isinstance(e, (ValueError, TypeError, RuntimeError)) and where not in str(e):
+                raise _located(e, where) from e
+            raise
+        with _interrupts_held():
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr_at(self.step)
+            interrupted = False
+            try:
+                self.optimizer.step()
+            except KeyboardInterrupt:  # Ctrl-C is held back, so this came from a hook after the update
+                interrupted = True
+            if self.anchor is not None and (self.step + 1) % cfg.anchor_every == 0 and self.step + 1 < cfg.steps:
+                distill.ema_update(self.anchor, self.policy, cfg.anchor_ema)
+            self.step += 1
+            record = {"step": self.step, "loss": loss.item(), **stats}
+            self.history.append(record)
+            self.eval_pending = self.evaluate is not None and self.step % cfg.eval_every == 0
+            if interrupted:
+                raise KeyboardInterrupt
+        return record
+
+    def _step_loss(self, where: str) -> tuple[Tensor, dict]:
+        """Sample, score and back-propagate one step's loss; the gradient is checked finite."""
+        cfg = self.config
 
         def scored(samples: Samples) -> Tensor:  # every reward batch is checked before it can reach a gradient
             return check_reward_batch(self.reward_fn(samples), len(samples.prompt_ids), where)
@@ -131,26 +175,20 @@ class Trainer:
         loss.backward()
         norm = nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm or math.inf)
         if not (torch.isfinite(loss) and torch.isfinite(norm)):
-            self.optimizer.zero_grad()
             raise FloatingPointError(f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient'} ({where})")
-        for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr_at(self.step)
-        self.optimizer.step()
-        if self.anchor is not None and (self.step + 1) % cfg.anchor_every == 0 and self.step + 1 < cfg.steps:
-            distill.ema_update(self.anchor, self.policy, cfg.anchor_ema)
-        return {"loss": loss.item(), **stats}
+        return loss, stats
 
     def _jeffreys_loss(self, prompts: list, samples: Samples, scored: Callable) -> tuple[Tensor, dict]:
         """bond, jbond: (1 - eta) * forward KL (SFT on BoN targets) + eta * backward KL (RLOO)."""
         cfg, raw = self.config, scored(samples)
         if cfg.method == "bond":  # target pi_bon; KL(q || pi_bon) = (n-1) x vBoN-L's objective, up to a constant
             best, _, _ = distill.best_and_worst_of_n(self.reference, prompts, cfg.n, scored, self.generator)
-            backward, stats = rl_loss(self.policy, self.reference, samples, raw, replace(cfg, method="vbon-l"), self.cdf)
+            backward, stats = rl_loss(self.policy, self.reference, samples, raw, cfg.without_unread("vbon-l"), self.cdf)
             backward = (cfg.n - 1) * backward
         else:  # jbond: target Best-of-2 of the anchor; two anchor samples per prompt serve both directions
             best, _, anchor_raw = distill.best_and_worst_of_n(self.anchor, prompts, 2, scored, self.generator)
             r_j = distill.jbond_reward(raw.view(-1, cfg.k).cpu(), anchor_raw.cpu()).view(-1)
-            backward, s = rl_loss(self.policy, self.anchor, samples, r_j, replace(cfg, method="kl-rl", beta=1.0))
+            backward, s = rl_loss(self.policy, self.anchor, samples, r_j, cfg.without_unread("kl-rl", beta=1.0))
             stats = {"reward": raw.double().mean().item(), "task_reward": s["task_reward"],
                      "kl_to_anchor_k1": s["kl_k1"]}
         return (1 - cfg.eta) * distill.sft_loss(self.policy, best) + cfg.eta * backward, stats
@@ -160,27 +198,33 @@ class Trainer:
         """Train ``steps`` more steps (default: up to config.steps). Ctrl-C stops cleanly and keeps the history."""
         steps = self.config.steps - self.step if steps is None else check_int(steps, "steps", minimum=0)
         self.interrupted = False
-        if self.step == 0 and self.evaluate is not None and not self.history:
-            self.history.append({"step": 0, **self.evaluate(self.policy)})
         try:
+            if self.step == 0 and self.evaluate is not None and not self.history:
+                self.history.append({"step": 0, **self.evaluate(self.policy)})
+            if self.eval_pending:  # the last run was interrupted during this step's evaluation: finish it first
+                self._finish_evaluation()
             for _ in tqdm(range(steps), disable=not progress, desc=self.config.method):
-                record = {"step": self.step + 1, **self._train_step()}
-                self.step += 1
-                if self.evaluate is not None and self.step % self.config.eval_every == 0:
-                    record.update(self.evaluate(self.policy))
-                self.history.append(record)
+                self._train_step()
+                if self.eval_pending:
+                    self._finish_evaluation()
                 if callback is not None:
                     callback(self)
         except KeyboardInterrupt:
             self.interrupted = True
         return self.history
 
+    def _finish_evaluation(self) -> None:
+        """Add the evaluation of the current policy to the last record (an interrupt leaves it pending)."""
+        self.history[-1].update(self.evaluate(self.policy))
+        self.eval_pending = False
+
     def save(self, path) -> None:
         """Write everything needed to resume bit-for-bit, atomically: a failed save keeps the old file."""
         save_atomic({"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
                      "generator": self.generator.get_state(), "rng": torch.get_rng_state(), "step": self.step,
                      "history": self.history, "config": asdict(self.config),
-                     "anchor": self.anchor.state_dict() if self.anchor is not None else None}, path)
+                     "anchor": self.anchor.state_dict() if self.anchor is not None else None,
+                     "eval_pending": self.eval_pending}, path)
 
     def load(self, path) -> "Trainer":
         """Restore a checkpoint written by :meth:`save` into this trainer (same policy and config).
@@ -192,17 +236,74 @@ class Trainer:
             missing = sorted(keys - set(state)) if isinstance(state, dict) else "everything"
             raise ValueError(f"{path} is not a minivbon checkpoint (missing {missing})")
         if state["config"] != asdict(self.config):
-            raise ValueError(f"checkpoint config {state['config']} does not match this trainer's {asdict(self.config)}")
-        self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["rng"])
-        self.step, self.history = state["step"], state["history"]
-        if self.anchor is not None:
-            if state.get("anchor") is None:
-                raise ValueError(f"{path} has no anchor, which method 'jbond' needs")
-            self.anchor.load_state_dict(state["anchor"])
+            raise ValueError(f"{path}: checkpoint config {state['config']} does not match this trainer's "
+                             f"{asdict(self.config)}")
+        step, history = state["step"], state["history"]
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"{path}: step must be an integer >= 0, got {step!r}")
+        if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+            raise ValueError(f"{path}: history must be a list of records (dicts), got {type(history).__name__}")
+        if self.anchor is not None and state.get("anchor") is None:
+            raise ValueError(f"{path} has no anchor, which method 'jbond' needs")
+        before = self._state_copy()
+        part = "policy"
+        try:  # all or nothing: a part that does not fit restores everything loaded so far
+            self.policy.load_state_dict(state["policy"])
+            part = "optimizer"
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.anchor is not None:
+                part = "anchor"
+                self.anchor.load_state_dict(state["anchor"])
+            part = "generator"
+            self.generator.set_state(state["generator"])
+            part = "rng"
+            torch.set_rng_state(state["rng"])
+        except Exception as e:
+            self._restore(before)
+            raise ValueError(f"{path}: its {part} state does not fit this trainer, nothing was changed: "
+                             f"{type(e).__name__}: {str(e).strip()[:400]}") from None
+        self.step, self.history, self.eval_pending = step, history, bool(state.get("eval_pending", False))
         return self
+
+    def _state_copy(self) -> dict:
+        clone = lambda d: {k: v.detach().clone() for k, v in d.items()}  # noqa: E731
+        return {"policy": clone(self.policy.state_dict()), "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "anchor": clone(self.anchor.state_dict()) if self.anchor is not None else None,
+                "generator": self.generator.get_state(), "rng": torch.get_rng_state()}
+
+    def _restore(self, saved: dict) -> None:
+        self.policy.load_state_dict(saved["policy"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.anchor is not None:
+            self.anchor.load_state_dict(saved["anchor"])
+        self.generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["rng"])
+
+
+def _located(error: Exception, where: str) -> Exception:
+    """``error`` with the method and step appended to its message (same type when it can be rebuilt)."""
+    message = f"{error} ({where})"
+    try:
+        return type(error)(message)
+    except Exception:
+        return ValueError(message)
+
+
+@contextmanager
+def _interrupts_held():
+    """Hold Ctrl-C (SIGINT) back while the block runs, then raise it: the block is never cut in half. Outside
+    the main thread, where no signal handler can be set, the block runs as is (SIGINT goes to the main thread)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    caught, previous = [], signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def train(policy: nn.Module, reference: nn.Module, prompts: list, reward_fn: Callable[[Samples], Tensor],

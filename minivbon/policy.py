@@ -46,6 +46,13 @@ def sequence_log_probs(policy: nn.Module, reference: nn.Module, samples: Samples
     with torch.no_grad():
         ref = reference.token_log_probs(samples)
     mask = samples.mask.to(logp.device)
+    for values, whose in ((logp.detach(), "policy"), (ref, "reference")):  # on generated tokens: NaN or inf is a fault
+        bad = (~torch.isfinite(values)) & mask.to(torch.bool)
+        if bad.any():
+            kind = "NaN" if torch.isnan(values[bad]).any() else "infinite"
+            raise ValueError(f"the {whose}'s log-probabilities of the samples contain {kind} values at "
+                             f"{int(bad.sum())} generated tokens"
+                             + (" (a sample the reference gives probability 0)" if kind == "infinite" else ""))
     return (logp * mask).sum(-1), (ref * mask).sum(-1), (kl_k3(logp.detach(), ref) * mask).sum(-1)
 
 

@@ -133,6 +133,15 @@ class SentimentTask:
 
 def require_data() -> Path:
     """The local backend's folder, or an error that says how to get it."""
+    chosen = os.environ.get("MINIVBON_DATA")
+    if DATA is None and chosen:
+        folder = Path(chosen)
+        lacks = [name for name, ok in (("local-gpt2/", (folder / "local-gpt2").is_dir()),
+                                       ("prompts_train.jsonl", (folder / "prompts_train.jsonl").is_file())) if not ok]
+        raise FileNotFoundError(
+            f"MINIVBON_DATA={chosen} is not the local backend's data folder: "
+            + (f"{folder} does not exist" if not folder.is_dir() else f"it has no {' and no '.join(lacks)}")
+            + ". Point MINIVBON_DATA at the repository's data/ folder, or unset it to use the data/ next to minivbon.")
     if DATA is None:
         raise FileNotFoundError(
             "the local backend's files (data/local-gpt2, data/prompts_*.jsonl) were not found next to minivbon "
@@ -193,7 +202,11 @@ def cached_reference_cdf(task: SentimentTask, prompt_ids: list, m: int, seed: in
             warnings.warn(f"ignoring the unreadable reference cache {path} ({type(e).__name__}: {e}); "
                           "sampling the references again", stacklevel=2)
     cdf = reference_cdf(task.reference, list(prompt_ids), task.reward_fn, m, torch.Generator().manual_seed(seed))
-    save_atomic({p: cdf.sorted[cdf.index[p], : int(cdf.counts[cdf.index[p]])] for p in prompt_ids}, path)
+    try:  # the cache only saves time: a folder that cannot be written (read-only, full disk) is not fatal
+        save_atomic({p: cdf.sorted[cdf.index[p], : int(cdf.counts[cdf.index[p]])] for p in prompt_ids}, path)
+    except OSError as e:
+        warnings.warn(f"could not write the reference cache {path} ({type(e).__name__}: {e}); continuing without "
+                      "it (the references will be sampled again next time)", stacklevel=2)
     return cdf
 
 

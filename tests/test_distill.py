@@ -178,7 +178,7 @@ def test_step_budget_is_matched_across_methods():
         cfg = TrainConfig(method=method, n=4, k=4, prompts_per_step=8, beta=1.0 if method == "kl-rl" else None)
         assert cfg.step_budget == expected, method
     assert TrainConfig(method="jbond", n=8, steps=30).anchor_every == 10
-    assert TrainConfig(method="jbond", n=8, anchor_ema=0.1).anchor_every == 1
+    assert TrainConfig(method="jbond", anchor_ema=0.1).anchor_every == 1  # n is not read with an EMA anchor
 
 
 @pytest.mark.parametrize("n,steps", [(4, 30), (8, 30), (16, 30), (32, 30), (8, 1000)])

@@ -13,7 +13,8 @@ else:
     trl = pytest.importorskip("trl")
 
 from minivbon import EmpiricalCDF, reference_cdf, sentiment  # noqa: E402
-from minivbon.trl import VBoNLReward, build_reference_cdf, check_vbon_config, vbon_rloo_config  # noqa: E402
+from minivbon.trl import (StepProgress, VBoNLReward, build_reference_cdf, check_vbon_config,  # noqa: E402
+                          vbon_rloo_config)
 
 
 def length_reward(texts):
@@ -69,8 +70,9 @@ def test_reference_cdf_helper_matches_the_books_reference_sets(local):
     assert torch.equal(cdf.sorted, same.sorted)
 
 
-def test_a_short_rloo_trainer_run_calls_the_reward_as_tested_and_trains(local, tmp_path):
+def test_a_short_rloo_trainer_run_calls_the_reward_as_tested_and_trains(local, tmp_path, capsys):
     import datasets
+    from transformers import PrinterCallback
 
     task, texts = local
     cdf = build_reference_cdf(task.reference.model, task.reference.tokenizer, texts, task.reward, m=8,
@@ -87,14 +89,19 @@ def test_a_short_rloo_trainer_run_calls_the_reward_as_tested_and_trains(local, t
     data = datasets.Dataset.from_dict({"prompt": list(texts.values()), "prompt_id": list(texts)})
     config = vbon_rloo_config(4, output_dir=str(tmp_path), max_completion_length=6, num_generations=2,
                               per_device_train_batch_size=4, learning_rate=1e-3, max_steps=2, logging_steps=1,
-                              save_strategy="no", gradient_checkpointing=False, seed=0)
+                              save_strategy="no", gradient_checkpointing=False, seed=0, disable_tqdm=True)
     path = str(sentiment.require_data() / "local-gpt2")
+    progress = StepProgress()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         trainer = trl.RLOOTrainer(model=path, reward_funcs=spy, args=config, train_dataset=data,
-                                  processing_class=task.policy.tokenizer)
+                                  processing_class=task.policy.tokenizer, callbacks=[progress])
+        trainer.remove_callback(PrinterCallback)
         before = [p.detach().clone() for p in trainer.model.parameters()]
+        capsys.readouterr()
         trainer.train()
+    assert progress.steps == 2 and progress.bar is None  # the bar followed both steps and was closed
+    assert "'loss'" not in capsys.readouterr().out  # and no log was printed beside it
     assert trainer.beta == pytest.approx(1 / 3)
     assert len(seen) == 2 and all(len(s[0]) == 4 for s in seen)  # 2 prompts x 2 generations per step
     for prompts, completions, ids, out in seen:
