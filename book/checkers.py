@@ -10,6 +10,7 @@ Worked solutions are in ``book/solutions/``: look there on purpose, after trying
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -346,6 +347,16 @@ def _first_failure(ex: Exercise, fn: Callable, args, tol: float) -> str | None:
             f"  {problem}")
 
 
+WIDTH = 100  # characters: a longer printed line wraps unevenly in JupyterLab beside the file browser
+
+
+def wrapped(message: str) -> str:
+    """``message`` with every line longer than WIDTH broken at spaces, continuations indented."""
+    return "\n".join(textwrap.fill(line, WIDTH, subsequent_indent=" " * (4 + len(line) - len(line.lstrip())),
+                                    break_long_words=False, break_on_hyphens=False) if len(line) > WIDTH else line
+                      for line in message.split("\n"))
+
+
 def check(name: str, fn: Callable, max_examples: int = 200, tol: float = 1e-9) -> bool:
     """Check the reader's ``fn`` for exercise ``name``; print and return the verdict.
 
@@ -379,12 +390,12 @@ def check(name: str, fn: Callable, max_examples: int = 200, tol: float = 1e-9) -
             except AssertionError:
                 pass
     except NotImplementedError:
-        print(f"{name}: not answered yet. Write {ex.signature} and run this cell again.")
+        print(wrapped(f"{name}: not answered yet.\n  Write {ex.signature}, then run this cell again."))
         return False
     if failure:
-        print(f"{name}: not yet. Failed on {failure[0]}")
+        print(wrapped(f"{name}: not yet. Failed on {failure[0]}"))
         return False
     fixed = f"{len(ex.cases)} fixed cases and " if ex.cases else ""
     count = f"{fixed}{max_examples} random problems" if ex.verify is None else "4 problems, 40,000 runs each"
-    print(f"{name}: correct on {count}.")
+    print(wrapped(f"{name}: correct on {count}."))
     return True

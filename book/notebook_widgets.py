@@ -18,7 +18,7 @@ class Interactive(widgets.VBox):
         self.note = note
 
     def __repr__(self) -> str:
-        return (f"[{self.note}: an interactive widget.\n Run the notebook in JupyterLab to use it"
+        return (f"[{self.note}: an interactive widget.\n Run the notebook in JupyterLab to use it\n"
                 " (if it stays blank: File > Trust Notebook, then run the cell again).]")
 
     def _repr_mimebundle_(self, **kwargs):

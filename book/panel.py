@@ -1,4 +1,4 @@
-"""Chapter 5's training helpers: a live reward/KL plot and an ipywidgets control panel.
+"""Chapter 5's training helpers: a live reward/KL plot, progress bars, and an ipywidgets control panel.
 
 Both draw with a matplotlib ``Figure`` rendered to PNG bytes on the Agg canvas, never with pyplot, so
 drawing from the panel's training thread is safe. Where the picture goes:
@@ -14,6 +14,7 @@ a run ends it is scored on the held-out prompts next to BoN(N).
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 import math
@@ -25,10 +26,18 @@ import torch
 from IPython.display import Image, display
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from tqdm.auto import tqdm
 
 import minivbon as mv
 from minivbon import sentiment
+from minivbon.config import READ_BY
 from notebook_widgets import Interactive, log_int_slider
+
+# run labels held by panels whose run has not reached ``results`` yet, per results dict: two panels that share
+# one dict never give two runs the same label (the second would overwrite the first)
+_LABELS_LOCK, _LABELS_HELD = threading.Lock(), set()
 
 
 class LivePlot:
@@ -40,11 +49,11 @@ class LivePlot:
 
     def __init__(self, title: str = "", image: widgets.Image | None = None, bon_reward: float | None = None,
                  kl_bound: float | None = None, window: int = 5):
-        self.fig = Figure(figsize=(9, 3.2), dpi=80)
+        self.fig = Figure(figsize=(9, 3.6), dpi=80)  # 720 px wide: fits a 736 px web-edition column
         FigureCanvasAgg(self.fig)
         self.ax_r, self.ax_kl = self.fig.subplots(1, 2)
         self.title, self.image, self.handle = title, image, None
-        self.reference = {"reward": (bon_reward, "BoN(N), held out"), "kl_k1": (kl_bound, "BoN(N)'s KL bound")}
+        self.reference = {"reward": bon_reward, "kl_k1": kl_bound}
         self.window = window
         self.draw([])
         if image is None:  # foreground training: a display handle, kept in the saved notebook
@@ -56,29 +65,43 @@ class LivePlot:
         return buffer.getvalue()
 
     def draw(self, history: list[dict]) -> None:
-        rows = [h for h in history if "reward" in h]
-        steps = [h["step"] for h in rows]
+        rows = [h for h in history if "reward" in h]  # training steps (evaluation rows have no batch reward)
         for ax, key, label in [(self.ax_r, "reward", "mean reward of batch"),
                                (self.ax_kl, "kl_k1", "KL estimate k1 (nats)")]:
-            ax.clear()
-            values = [h[key] for h in rows]
+            ax.clear()  # also resets the tick locators: set them again below
+            logged = [h for h in rows if key in h]  # bon-sft and bonbon sample only the reference: no KL logged
+            steps, values = [h["step"] for h in logged], [h[key] for h in logged]
             ax.plot(steps, values, "o", ms=2.5, color="C0", alpha=0.35, label="per step")
             if values:
                 windows = [values[max(0, i - self.window + 1): i + 1] for i in range(len(values))]
                 means = [sum(w) / len(w) for w in windows]
                 ax.plot(steps, means, "-", color="C0", lw=2, label=f"running mean ({self.window} steps)")
-            level, name = self.reference[key]
-            if level is not None:
-                ax.axhline(level, color="k", ls="--", lw=1, label=name)
+            if rows and self.reference[key] is not None:
+                ax.axhline(self.reference[key], color="k", ls="--", lw=1)
             ax.set_xlabel("training step")
             ax.set_ylabel(label)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
             ax.grid(alpha=0.3)
-            if rows:
-                ax.legend(fontsize=9, loc="best")
-            else:
-                ax.text(0.5, 0.5, "waiting for the first step", ha="center", va="center", transform=ax.transAxes)
+            if not logged:  # an empty frame: no axis ticks to read yet
+                ax.set_xticks([])
+                ax.set_yticks([])
+                note = "waiting for the first step" if not rows else "not logged by this method"
+                ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes)
+        self.fig.legends.clear()
+        if rows:  # one legend below both panels, where it cannot cover a point
+            handles, labels = self.ax_r.get_legend_handles_labels()
+            if self.reference_label():
+                handles.append(Line2D([], [], color="k", ls="--", lw=1))
+                labels.append(self.reference_label())
+            self.fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
         self.fig.suptitle(self.title)
-        self.fig.tight_layout()
+        self.fig.tight_layout(rect=(0, 0.08, 1, 1))
+
+    def reference_label(self) -> str:
+        """The legend entry of the dashed lines: BoN(N)'s held-out reward (left), its KL bound (right)."""
+        parts = [name for key, name in [("reward", "held-out reward (left)"), ("kl_k1", "KL bound (right)")]
+                 if self.reference[key] is not None]
+        return "BoN(N): " + ", ".join(parts) if parts else ""
 
     def update(self, trainer: mv.Trainer) -> None:
         self.draw(trainer.history)
@@ -88,10 +111,40 @@ class LivePlot:
             self.handle.update(Image(self.png()))
 
 
+@contextlib.contextmanager
+def sampling_progress(policy, samples: int, desc: str):
+    """A progress bar over the tokens that ``policy`` generates inside the ``with`` block, for ``samples``
+    continuations of at most ``policy.max_new_tokens`` tokens each.
+
+    A forward hook on the policy's model counts them: ``generate`` runs the model once per new token on the
+    whole batch. The hook only reads the batch size, so the samples are exactly those drawn without it. The
+    bar appears at the first model call, so a block that never calls the model (samples read from a cache)
+    shows none; it is filled when the block ends (a batch stops early once every row has ended its text).
+    """
+    bar = None
+
+    def count(module, args, kwargs, output):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=samples * policy.max_new_tokens, desc=desc, unit="token")
+        bar.update(output.logits.shape[0])
+
+    hook = policy.model.register_forward_hook(count, with_kwargs=True)
+    try:
+        yield
+        if bar is not None:
+            bar.update(max(0, bar.total - bar.n))
+    finally:
+        hook.remove()
+        if bar is not None:
+            bar.close()
+
+
 def train_method(task, cdf, config: mv.TrainConfig, plot: LivePlot | None = None,
-                 stop: threading.Event | None = None, every: int = 5) -> mv.Trainer:
+                 stop: threading.Event | None = None, every: int = 5, progress: bool = False) -> mv.Trainer:
     """Train a fresh copy of the reference with ``config``; redraw ``plot`` every ``every`` steps and at the
-    end; ``stop`` ends the run early (its history is kept)."""
+    end; ``stop`` ends the run early (its history is kept); ``progress``: a tqdm bar over the steps (not from
+    the panel's background thread)."""
 
     def callback(trainer):
         if plot is not None and (trainer.step % every == 0 or trainer.step == config.steps or stop_requested()):
@@ -104,7 +157,7 @@ def train_method(task, cdf, config: mv.TrainConfig, plot: LivePlot | None = None
 
     policy = task.reference.clone(trainable=True)
     return mv.train(policy, task.reference, task.train_prompts, task.reward_fn, config, cdf=cdf, callback=callback,
-                    progress=False)
+                    progress=progress)
 
 
 def bon_win_rate(cdf: mv.EmpiricalCDF, n: int) -> float:
@@ -137,9 +190,10 @@ class ControlPanel(Interactive):
                                             layout=widgets.Layout(width="180px"))
         self.train = widgets.Button(description="Train", button_style="success")
         self.halt = widgets.Button(description="Stop", disabled=True)
-        self.status = widgets.HTML("ready")
+        self.status = widgets.HTML("ready: press Train; the run's live plot appears below")
         self.report = widgets.HTML("")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+        # hidden until a run draws its first picture: an Image without a value shows as a broken image
+        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", display="none"))
         self.task, self.cdf, self.test_cdf, self.preset, self.results, self.every = task, cdf, test_cdf, preset, results, every
         self.stop, self.thread, self.runs_started = threading.Event(), None, 0
         self.inputs = [self.n, self.beta, self.tie, self.method, self.steps]
@@ -166,7 +220,8 @@ class ControlPanel(Interactive):
     def settings(self) -> dict:
         """The run's settings, read from the controls now (at the click)."""
         method, n = self.method.value, self.n.value
-        beta = None if self.tie.value and method != "kl-rl" else float(self.beta.value)
+        reads_beta = method in READ_BY["beta"]  # bon-sft does not read beta: it is left unset
+        beta = None if not reads_beta or (self.tie.value and method != "kl-rl") else float(self.beta.value)
         return {"method": method, "n": n, "beta": beta, "steps": self.steps.value}
 
     def _lock(self, locked: bool) -> None:
@@ -182,13 +237,23 @@ class ControlPanel(Interactive):
         run = self.settings()
         beta_text = f"{run['beta']:.3g}" if run["beta"] is not None else f"1/(N-1) = {1 / (run['n'] - 1):.3g}"
         self.runs_started += 1
-        label = f"{run['method']} N={run['n']} beta={beta_text} steps={run['steps']} (run {self.runs_started})"
+        label = self._claim_label(f"{run['method']} N={run['n']} beta={beta_text} steps={run['steps']}")
         self.stop.clear()
         self._lock(True)
         self.status.value = f"training: {label}"
         self.report.value = ""
         self.thread = threading.Thread(target=self._run, args=(run, label), daemon=True)
         self.thread.start()
+
+    def _claim_label(self, settings: str) -> str:
+        """``settings (run k)`` with the smallest k that no stored or running run of this results dict has."""
+        with _LABELS_LOCK:
+            k, label = 1, f"{settings} (run 1)"
+            while label in self.results or (id(self.results), label) in _LABELS_HELD:
+                k += 1
+                label = f"{settings} (run {k})"
+            _LABELS_HELD.add((id(self.results), label))
+        return label
 
     def _run(self, run: dict, label: str) -> None:
         notes = []
@@ -197,6 +262,7 @@ class ControlPanel(Interactive):
                 warnings.simplefilter("always")
                 plot = LivePlot(label, image=self.image, kl_bound=mv.bon_kl_bound(run["n"]))
                 self.image.value = plot.png()
+                self.image.layout.display = None  # shown from the first picture on
                 p = self.preset
                 config = mv.TrainConfig(method=run["method"], n=run["n"], beta=run["beta"], k=p["k"],
                                         prompts_per_step=p["prompts_per_step"], steps=run["steps"], lr=p["lr"],
@@ -213,6 +279,8 @@ class ControlPanel(Interactive):
         finally:
             if notes:
                 self.report.value += "<br>" + "<br>".join(f"<code>{html.escape(n)}</code>" for n in notes[:5])
+            with _LABELS_LOCK:
+                _LABELS_HELD.discard((id(self.results), label))
             self._lock(False)
 
     def score(self, trainer: mv.Trainer, n: int) -> str:

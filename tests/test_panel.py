@@ -66,7 +66,7 @@ def test_train_runs_once_with_the_settings_of_the_click(setup):
     assert p.runs_started == 1 and "done" in p.status.value
     assert "win rate" in p.report.value and "BoN(6)" in p.report.value
     assert not p.train.disabled and p.halt.disabled and not any(w.disabled for w in p.inputs if w is not p.beta)
-    assert p.image.value[:8] == b"\x89PNG\r\n\x1a\n"  # the live plot was drawn
+    assert p.image.value[:8] == b"\x89PNG\r\n\x1a\n" and p.image.layout.display != "none"  # the live plot was drawn
 
 
 def test_stop_keeps_the_history(setup):
@@ -82,6 +82,31 @@ def test_stop_keeps_the_history(setup):
     (stopped,) = results.values()
     assert stopped.interrupted and stopped.step < 10_000 and len(stopped.history) == stopped.step
     assert "stopped" in p.status.value and not p.train.disabled
+
+
+def test_two_panels_sharing_one_results_dict_never_overwrite_a_run(setup):
+    task, cdf, test_cdf, preset = setup
+    results = {}
+    first, second = (panel.control_panel(task, cdf, preset, results) for _ in range(2))
+    for p in (first, second):
+        p.steps.value = 1
+        p.train.click()
+        wait_for(lambda: not p.running)
+    assert len(results) == 2 and sorted(k[-7:] for k in results) == ["(run 1)", "(run 2)"], list(results)
+
+
+def test_bon_sft_with_beta_untied_trains_without_a_beta(setup):
+    """bon-sft does not read beta: the panel leaves it unset, or the config would refuse the run."""
+    task, cdf, test_cdf, preset = setup
+    results = {}
+    p = panel.control_panel(task, cdf, preset, results)
+    p.method.value, p.tie.value, p.steps.value = "bon-sft", False, 1
+    assert p.settings()["beta"] is None
+    p.train.click()
+    wait_for(lambda: not p.running)
+    assert "done" in p.status.value, p.status.value
+    (trainer,) = results.values()
+    assert trainer.config.method == "bon-sft" and trainer.config.beta is None and "done" in p.status.value
 
 
 def test_a_failed_run_is_reported_and_unlocks_the_panel(setup, monkeypatch):
@@ -121,6 +146,72 @@ def test_live_plot_draws_without_pyplot(setup):
     plot = panel.LivePlot("t", image=panel.widgets.Image())
     plot.draw([{"step": 1, "reward": 0.1, "kl_k1": 0.0}, {"step": 2, "reward": 0.2, "kl_k1": 0.1}])
     assert plot.png()[:4] == b"\x89PNG" and plt.get_fignums() == before
+
+
+def test_no_broken_image_before_the_first_run(setup):
+    # an ipywidgets Image without a value shows the browser's broken-image icon: hide it until a picture exists
+    task, cdf, test_cdf, preset = setup
+    p = panel.control_panel(task, cdf, preset, {})
+    assert p.image.value[:8] == b"\x89PNG\r\n\x1a\n" or p.image.layout.display == "none"
+    assert "ready" in p.status.value
+
+
+def history(steps):
+    return [{"step": s, "reward": 0.1 * s, "kl_k1": 0.05 * s} for s in range(1, steps + 1)]
+
+
+@pytest.mark.parametrize("steps", [2, 5, 12, 30, 500])
+def test_live_plot_ticks_steps_as_whole_numbers(setup, steps):
+    plot = panel.LivePlot("t", image=panel.widgets.Image(), bon_reward=0.4, kl_bound=0.6)
+    plot.draw(history(steps))
+    plot.png()  # draws the figure: ticks as shown
+    for ax in (plot.ax_r, plot.ax_kl):
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_live_plot_legend_covers_no_panel(setup):
+    plot = panel.LivePlot("t", image=panel.widgets.Image(), bon_reward=0.4, kl_bound=0.6)
+    plot.draw(history(30))
+    renderer = plot.fig.canvas.get_renderer()
+    (legend,) = plot.fig.legends
+    box = legend.get_window_extent(renderer)
+    assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in (plot.ax_r, plot.ax_kl))
+    assert [t.get_text() for t in legend.get_texts()][-1] == "BoN(N): held-out reward (left), KL bound (right)"
+    assert plot.png()[:4] == b"\x89PNG"
+
+
+class FakeBar:
+    made = []
+
+    def __init__(self, total, **kwargs):
+        self.total, self.n, self.updates, self.closed = total, 0, [], False
+        FakeBar.made.append(self)
+
+    def update(self, n):
+        self.n += n
+        self.updates.append(n)
+
+    def close(self):
+        self.closed = True
+
+
+def test_sampling_progress_counts_tokens_and_changes_no_sample(setup, monkeypatch):
+    task, *_ = setup
+    monkeypatch.setattr(panel, "tqdm", FakeBar)
+    FakeBar.made = []
+    prompts = task.test_prompts * 3
+    plain = task.reference.sample(prompts, torch.Generator().manual_seed(5))
+    with panel.sampling_progress(task.reference, len(prompts), "samples"):
+        counted = task.reference.sample(prompts, torch.Generator().manual_seed(5))
+    assert torch.equal(plain.tokens, counted.tokens) and plain.extra["texts"] == counted.extra["texts"]
+    (bar,) = FakeBar.made  # one bar, filled and closed
+    assert bar.total == len(prompts) * task.reference.max_new_tokens and bar.n == bar.total and bar.closed
+    assert bar.updates[:2] == [len(prompts)] * 2  # one model call per new token, on the whole batch
+    with panel.sampling_progress(task.reference, len(prompts), "cached"):
+        pass  # the model is never called (a cache hit): no bar at all
+    assert len(FakeBar.made) == 1
+    assert not task.reference.model._forward_hooks  # the hook is removed
 
 
 def test_bon_win_rate_plug_in_matches_the_continuous_formula():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import subprocess
 import sys
@@ -96,6 +97,27 @@ def test_chapter_page(page, site, chapter):
         if href:
             url = urllib.parse.urljoin(here, href)
             assert urllib.request.urlopen(url, timeout=10).status == 200, url
+
+
+def _double_bars(tex: str) -> int:
+    return tex.count("\\|") + tex.count("Vert")  # \| and \Vert (\lVert, \rVert)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_figures_and_double_bars_read_as_written(page, site, chapter):
+    """Figures are shown at their own size (a shrunk figure shrinks its lettering), and every double bar of
+    the chapter's maths reaches MathJax as a double bar (in a MyST table, \\| would become a single |)."""
+    page.goto(f"{site}/{chapter}.html")
+    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30_000)
+    page.evaluate("() => MathJax.startup.promise")
+    shown = page.eval_on_selector_all("article img", "imgs => imgs.map(i => [i.naturalWidth, "
+                                      "i.getBoundingClientRect().width])")
+    for natural, width in shown:
+        assert width >= 0.97 * natural, f"a {natural} px figure is shown {width:.0f} px wide"
+    tex = page.evaluate("() => MathJax.startup.document.math.toArray().map(m => m.math)")
+    cells = json.loads((ROOT / "book" / f"{chapter}.ipynb").read_text())["cells"]
+    written = sum(_double_bars("".join(c["source"])) for c in cells if c["cell_type"] == "markdown")
+    assert sum(map(_double_bars, tex)) == written, "a double bar of the chapter's maths lost a bar"
 
 
 def test_api_page_has_the_docstrings(page, site):
