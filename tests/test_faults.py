@@ -28,16 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = TrainConfig(method="vbon", n=4, k=4, prompts_per_step=2, steps=3, lr=0.03, max_grad_norm=None)
 
 
-@pytest.fixture(scope="module")
-def toy():
-    world = make_world(num_prompts=2, vocab=3, length=3, seed=0)
-    ref = world.reference()
-
-    def reward_fn(samples):
-        return world.reward(samples.prompt_ids, samples.tokens)
-
-    cdf = reference_cdf(ref, [0, 1], reward_fn, 50, torch.Generator().manual_seed(0))
-    return world, ref, reward_fn, cdf
 
 
 def trainer_for(toy, **changes):

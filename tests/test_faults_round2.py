@@ -13,23 +13,13 @@ import torch
 from minivbon import distill, storage
 from minivbon.loop import TrainConfig, Trainer
 from minivbon.objectives import EmpiricalCDF
-from minivbon.policy import reference_cdf
-from minivbon.toy import TabularPolicy, make_world
+from minivbon.toy import TabularPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 BASE = dict(n=4, k=4, prompts_per_step=2, steps=4, lr=0.03, max_grad_norm=None)
 
 
-@pytest.fixture(scope="module")
-def toy():
-    world = make_world(num_prompts=2, vocab=3, length=3, seed=0)
-    ref = world.reference()
-
-    def reward_fn(samples):
-        return world.reward(samples.prompt_ids, samples.tokens)
-
-    return world, ref, reward_fn, reference_cdf(ref, [0, 1], reward_fn, 50, torch.Generator().manual_seed(0))
 
 
 def trainer(toy, **changes):
