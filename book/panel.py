@@ -18,6 +18,7 @@ import contextlib
 import html
 import io
 import math
+import re
 import threading
 import warnings
 
@@ -246,12 +247,11 @@ class ControlPanel(Interactive):
         self.thread.start()
 
     def _claim_label(self, settings: str) -> str:
-        """``settings (run k)`` with the smallest k that no stored or running run of this results dict has."""
+        """``settings (run k)``, k one more than the highest run number of this results dict, stored or running."""
         with _LABELS_LOCK:
-            k, label = 1, f"{settings} (run 1)"
-            while label in self.results or (id(self.results), label) in _LABELS_HELD:
-                k += 1
-                label = f"{settings} (run {k})"
+            taken = list(self.results) + [label for key, label in _LABELS_HELD if key == id(self.results)]
+            numbers = [int(m.group(1)) for label in taken if (m := re.search(r"\(run (\d+)\)$", str(label)))]
+            label = f"{settings} (run {max(numbers, default=0) + 1})"
             _LABELS_HELD.add((id(self.results), label))
         return label
 

@@ -114,7 +114,7 @@ def test_figures_and_double_bars_read_as_written(page, site, chapter):
                                       "i.getBoundingClientRect().width])")
     for natural, width in shown:
         assert width >= 0.97 * natural, f"a {natural} px figure is shown {width:.0f} px wide"
-    tex = page.evaluate("() => MathJax.startup.document.math.toArray().map(m => m.math)")
+    tex = page.evaluate("() => MathJax.startup.document.getMathItemsWithin(document.querySelector('article')).map(m => m.math)")
     cells = json.loads((ROOT / "book" / f"{chapter}.ipynb").read_text())["cells"]
     written = sum(_double_bars("".join(c["source"])) for c in cells if c["cell_type"] == "markdown")
     assert sum(map(_double_bars, tex)) == written, "a double bar of the chapter's maths lost a bar"
