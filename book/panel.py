@@ -33,12 +33,30 @@ from tqdm.auto import tqdm
 
 import minivbon as mv
 from minivbon import sentiment
+from minivbon.checks import check_int
 from minivbon.config import READ_BY
 from notebook_widgets import Interactive, log_int_slider
 
 # run labels held by panels whose run has not reached ``results`` yet, per results dict: two panels that share
 # one dict never give two runs the same label (the second would overwrite the first)
 _LABELS_LOCK, _LABELS_HELD = threading.Lock(), set()
+
+
+PRESET_KEYS = ("steps", "k", "prompts_per_step", "lr", "seed")  # what a panel run reads from its preset
+
+
+def _optional_number(x, name: str) -> float | None:
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        raise ValueError(f"{name} must be a finite number or None, got {x!r}")
+    return float(x)
+
+
+def _check_cdf(cdf, name: str, optional: bool = False):
+    if (cdf is not None or not optional) and not isinstance(cdf, mv.EmpiricalCDF):
+        raise TypeError(f"{name} must be an EmpiricalCDF (sentiment.cached_reference_cdf), got {type(cdf).__name__}")
+    return cdf
 
 
 class LivePlot:
@@ -50,6 +68,12 @@ class LivePlot:
 
     def __init__(self, title: str = "", image: widgets.Image | None = None, bon_reward: float | None = None,
                  kl_bound: float | None = None, window: int = 5):
+        if not isinstance(title, str):
+            raise TypeError(f"title must be a str, got {type(title).__name__}")
+        if image is not None and not isinstance(image, widgets.Image):
+            raise TypeError(f"image must be an ipywidgets.Image or None, got {type(image).__name__}")
+        bon_reward, kl_bound = _optional_number(bon_reward, "bon_reward"), _optional_number(kl_bound, "kl_bound")
+        window = check_int(window, "window")
         self.fig = Figure(figsize=(9, 3.6), dpi=80)  # 720 px wide: fits a 736 px web-edition column
         FigureCanvasAgg(self.fig)
         self.ax_r, self.ax_kl = self.fig.subplots(1, 2)
@@ -122,6 +146,9 @@ def sampling_progress(policy, samples: int, desc: str):
     bar appears at the first model call, so a block that never calls the model (samples read from a cache)
     shows none; it is filled when the block ends (a batch stops early once every row has ended its text).
     """
+    samples = check_int(samples, "samples", minimum=0)
+    if not hasattr(policy, "model") or not hasattr(policy, "max_new_tokens"):
+        raise TypeError(f"policy must be an LMPolicy (with .model and .max_new_tokens), got {type(policy).__name__}")
     bar = None
 
     def count(module, args, kwargs, output):
@@ -147,6 +174,12 @@ def train_method(task, cdf, config: mv.TrainConfig, plot: LivePlot | None = None
     end; ``stop`` ends the run early (its history is kept); ``progress``: a tqdm bar over the steps (not from
     the panel's background thread)."""
 
+    if not isinstance(config, mv.TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if plot is not None and not isinstance(plot, LivePlot):
+        raise TypeError(f"plot must be a LivePlot or None, got {type(plot).__name__}")
+    every = check_int(every, "every")
+
     def callback(trainer):
         if plot is not None and (trainer.step % every == 0 or trainer.step == config.steps or stop_requested()):
             plot.update(trainer)
@@ -164,6 +197,8 @@ def train_method(task, cdf, config: mv.TrainConfig, plot: LivePlot | None = None
 def bon_win_rate(cdf: mv.EmpiricalCDF, n: int) -> float:
     """BoN(n)'s win rate against the reference, exact for the empirical reference law of each prompt:
     its M reference rewards, each with probability 1/M (ties count half). Averaged over prompts."""
+    _check_cdf(cdf, "cdf")
+    n = check_int(n, "n")
     rates = []
     for row, m in zip(cdf.sorted, cdf.counts.tolist()):
         rewards = row[:m]
@@ -178,6 +213,18 @@ class ControlPanel(Interactive):
 
     def __init__(self, task, cdf, preset: dict, results: dict, test_cdf: mv.EmpiricalCDF | None = None,
                  every: int = 2):
+        _check_cdf(cdf, "cdf")
+        _check_cdf(test_cdf, "test_cdf", optional=True)
+        if not isinstance(results, dict):
+            raise TypeError(f"results must be a dict (finished runs are stored in it), got {type(results).__name__}")
+        if not isinstance(preset, dict) or set(PRESET_KEYS) - set(preset):
+            missing = sorted(set(PRESET_KEYS) - set(preset)) if isinstance(preset, dict) else list(PRESET_KEYS)
+            raise ValueError(f"preset must be a dict with {', '.join(PRESET_KEYS)}; missing {', '.join(missing)}")
+        for name in ("reference", "train_prompts", "reward_fn"):
+            if not hasattr(task, name):
+                raise TypeError(f"task must be a SentimentTask (sentiment.load_task), got {type(task).__name__} "
+                                f"without .{name}")
+        every = check_int(every, "every")
         wide = widgets.Layout(width="320px")
         self.n = log_int_slider(4, [2, 3, 4, 6, 8, 12, 16, 24, 32], "N")  # equal steps on a log scale
         self.n.layout = wide

@@ -222,3 +222,26 @@ def test_bon_win_rate_plug_in_matches_the_continuous_formula():
     bon = ((j + 1) / m) ** n - (j / m) ** n  # pi_bon of the j-th smallest atom
     assert panel.bon_win_rate(cdf, n) == pytest.approx(((j + 0.5) / m * bon).sum().item(), abs=1e-12)
     assert panel.bon_win_rate(cdf, 1) == pytest.approx(0.5, abs=1e-12)
+
+
+def test_bad_inputs_are_refused_naming_the_argument(setup):
+    task, cdf, test_cdf, preset = setup
+    cases = [
+        (lambda: panel.control_panel(task, [1.0], preset, {}), TypeError, "cdf must be an EmpiricalCDF"),
+        (lambda: panel.control_panel(task, cdf, preset, {}, test_cdf="x"), TypeError, "test_cdf must be"),
+        (lambda: panel.control_panel(task, cdf, preset, []), TypeError, "results must be a dict"),
+        (lambda: panel.control_panel(task, cdf, {"steps": 3}, {}), ValueError, "missing k, lr, prompts_per_step, seed"),
+        (lambda: panel.control_panel("task", cdf, preset, {}), TypeError, "task must be a SentimentTask"),
+        (lambda: panel.LivePlot(window=0), ValueError, "window"),
+        (lambda: panel.LivePlot(kl_bound=float("nan")), ValueError, "kl_bound must be a finite number"),
+        (lambda: panel.LivePlot(title=3), TypeError, "title must be a str"),
+        (lambda: panel.train_method(task, cdf, {"method": "vbon"}), TypeError, "config must be a TrainConfig"),
+        (lambda: panel.bon_win_rate(cdf, 0), ValueError, "n"),
+        (lambda: panel.bon_win_rate(None, 4), TypeError, "cdf must be an EmpiricalCDF"),
+    ]
+    for make, error, words in cases:
+        with pytest.raises(error, match=words):
+            make()
+    with pytest.raises(ValueError, match="samples"):
+        with panel.sampling_progress(task.reference, -1, "x"):
+            pass
