@@ -3,8 +3,9 @@
 - Never wait on the Hugging Face hub (a failed lookup hangs about 25 s).
 - Chapter 7 needs the optional ``trl`` extra: without it, it is left out of the run (never in CI).
 - The README states how long each chapter takes under nbval. Whenever a chapter is run here in full, its
-  measured time is compared with that claim: more than twice the stated time fails the session, so the
-  README's runtimes cannot drift from the truth. The measured times are printed at the end.
+  measured time is printed at the end beside that claim, with a note when it is more than twice the claim.
+  A time is never a reason to fail: a slow laptop or a busy machine is not a broken book. A chapter with no
+  runtime in the README's table does fail the session (the table must cover the book).
 """
 import os
 import re
@@ -60,7 +61,7 @@ def pytest_sessionfinish(session, exitstatus):
             if p in stated and measured[p] > 2 * stated[p]]
     missing = [p for p in measured if p.startswith("book/") and p not in stated]
     session.config._runtime_report = (measured, stated, slow, missing)
-    if (slow or missing) and session.exitstatus == pytest.ExitCode.OK:
+    if missing and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -74,6 +75,7 @@ def pytest_terminal_summary(terminalreporter):
         claim = f"README: {stated[p]:.0f} s" if p in stated else "README: no claim"
         terminalreporter.write_line(f"{p}: {s:.0f} s ({claim})")
     for line in slow:
-        terminalreporter.write_line(f"FAILED: more than twice the README's runtime: {line}", red=True)
+        terminalreporter.write_line(f"note: more than twice the README's runtime (a busy or slow machine?): {line}",
+                                    yellow=True)
     for p in missing:
         terminalreporter.write_line(f"FAILED: {p} has no runtime in the README's chapter table", red=True)
