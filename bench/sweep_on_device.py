@@ -24,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 import sentiment_sweep as sweep  # noqa: E402
+from results_io import check_writable, write_atomic  # noqa: E402
 
 
 def parse_run(text: str, m: int) -> dict:
@@ -61,7 +62,7 @@ def main() -> None:
         check_device(args.device)
         runs = [parse_run(r, p["m_train"]) for r in args.runs.split(",")]
         if args.json:
-            sweep.check_writable(args.json, "--json")
+            check_writable(args.json, "--json")
     except (ValueError, SystemExit) as e:
         parser.error(str(e))
     committed = ROOT / "experiments" / "results" / f"sentiment_sweep_{args.preset}.json"
@@ -87,7 +88,7 @@ def main() -> None:
                      f"{same['train_seconds']:.1f} s training{spread}")
         print(line, flush=True)
     if args.json:
-        sweep.write_atomic(args.json, out)
+        write_atomic(args.json, out)
 
 if __name__ == "__main__":
     main()

@@ -111,7 +111,7 @@ def main() -> None:
            "matched_beta": matched_beta, "runs": runs, "summary": summary, "wall_seconds": time.time() - t0,
            "torch": torch.__version__}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out, out)  # the sweep's writer: temporary file, then os.replace
+    write_atomic(args.out, out)  # temporary file, then os.replace
     print(f"wrote {args.out} ({len(runs)} runs, {out['wall_seconds']:.0f} s)")
 
 

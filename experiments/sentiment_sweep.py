@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 import minivbon as mv  # noqa: E402
 from minivbon import sentiment  # noqa: E402
 from minivbon.provenance import provenance, task_fingerprint  # noqa: E402
-from results_io import check_resume, check_writable, write_atomic  # noqa: E402,F401 (write_atomic: imported by the other scripts)
+from results_io import check_resume, check_writable, write_atomic  # noqa: E402
 
 PRESETS = {
     "cpu": dict(backend="local", device="cpu", max_new_tokens=16, n_train=64, n_test=256, m_train=64, m_test=16,

@@ -96,7 +96,7 @@ def main() -> None:
            "minivbon": {"seeds": sorted(r["seed"] for r in loop),
                         **{key: mean_se([r[key] for r in loop]) for key in ("win_rate", "kl_k1", "train_seconds")}}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out, out)  # the sweep's writer: temporary file, then os.replace
+    write_atomic(args.out, out)  # temporary file, then os.replace
     print(f"TRL over seeds: win rate {out['trl']['win_rate']['mean']:.3f} ± {out['trl']['win_rate']['se']:.3f}; "
           f"minivbon: {out['minivbon']['win_rate']['mean']:.3f} ± {out['minivbon']['win_rate']['se']:.3f}")
 

@@ -92,6 +92,13 @@ def check_positive(x, name: str) -> float:
     return float(x)
 
 
+def check_weight(x, name: str, low_open: bool = False) -> float:
+    """A number in [0, 1] ((0, 1] with ``low_open``): a mixing weight such as alpha, eta or an EMA rate."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not (0 < x <= 1 if low_open else 0 <= x <= 1):
+        raise ValueError(f"{name} must be a number in {'(0' if low_open else '[0'}, 1], got {x!r}")
+    return float(x)
+
+
 def check_reward_batch(rewards, batch: int, where: str) -> Tensor:
     """A reward function's output for ``batch`` samples: a finite tensor of shape (batch,)."""
     if not isinstance(rewards, Tensor) or rewards.is_complex() or rewards.dtype == torch.bool:

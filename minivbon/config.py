@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
-from .checks import check_int, check_positive
+from .checks import check_int, check_positive, check_weight
 
 METHODS = ("vbon", "vbon-l", "kl-rl", "bon-sft", "bonbon", "bond", "jbond")
 RL_METHODS = ("vbon", "vbon-l", "kl-rl")
@@ -61,11 +61,8 @@ class TrainConfig:
             raise ValueError("beta must be given for method 'kl-rl'")
         if self.max_grad_norm is not None:
             check_positive(self.max_grad_norm, "max_grad_norm")
-        for name in ("alpha", "eta", "anchor_ema"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1 \
-                    or (name == "anchor_ema" and value == 0):
-                raise ValueError(f"{name} must be a number in {'(0' if name == 'anchor_ema' else '[0'}, 1], got {value!r}")
+        for name in ("alpha", "eta", "anchor_ema"):  # checked, not converted: the config keeps what it was given
+            check_weight(getattr(self, name), name, low_open=name == "anchor_ema")
         if self.anchor_every is not None:
             self.anchor_every = check_int(self.anchor_every, "anchor_every", minimum=1)
         self._refuse_unread_settings()

@@ -27,17 +27,11 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .checks import as_float, check_int, check_not_nan, check_probs, check_reward_batch, check_same_shape
+from .checks import (as_float, check_int, check_not_nan, check_probs, check_reward_batch, check_same_shape,
+                     check_weight)
 from .policy import Samples, sequence_log_probs
 
 JBOND_PENALTY = math.log(16)  # r_J(y) = -log 16 when y loses to both anchor samples, else 0 (BOND, Alg. 2)
-
-
-def check_weight(x, name: str, low_open: bool = False) -> float:
-    """A number in [0, 1] ((0, 1] with ``low_open``): alpha, eta, an EMA rate."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not (0 < x <= 1 if low_open else 0 <= x <= 1):
-        raise ValueError(f"{name} must be a number in {'(0' if low_open else '[0'}, 1], got {x!r}")
-    return float(x)
 
 
 def check_policy(policy, name: str = "policy") -> nn.Module:
@@ -209,6 +203,44 @@ def bonbon_objective(log_q: Tensor, log_pi: Tensor, pairs: Tensor, n: int, alpha
     u = log_q - log_pi  # (P, S)
     margin = u[:, :, None] - u[:, None, :] - 1 / (2 * bonbon_beta(n))  # (P, S, S)
     return alpha * -(pairs.sum(2) * log_q).sum(-1) + (1 - alpha) * (pairs * margin**2).sum((1, 2))
+
+
+def bonbon_optimum(ref_probs: Tensor, pairs: Tensor, n: int, alpha: float, max_steps: int = 100) -> Tensor:
+    """BoNBoN's exact optimum q* (P, S) over all distributions on S outcomes, by Newton's method on the logits.
+
+    Minimises :func:`bonbon_objective` from q = ref_probs (P, S), with ``pairs`` = best_worst_probs (P, S, S).
+    The loss is convex in the logits z: alpha times a log-sum-exp plus a quadratic in the differences z_a - z_b,
+    whose Hessian is 2 (diag(W 1) - W) with W = pairs + pairs^T. A first-order optimiser stalls where q is tiny
+    (the SFT gradient on a logit is about q); Newton's steps do not. Each prompt's step is halved until its loss
+    drops enough (Armijo), and the solve is done with a unit diagonal, as q spans many decades.
+    """
+    n, alpha = check_int(n, "n", minimum=2), check_weight(alpha, "alpha")
+    max_steps = check_int(max_steps, "max_steps")
+    p = check_probs(ref_probs, "ref_probs")
+    w = check_not_nan(as_float(pairs, "pairs"), "pairs", finite=True)
+    if p.dim() != 2 or w.shape != (*p.shape, p.shape[-1]):
+        raise ValueError(f"ref_probs must be (P, S) and pairs (P, S, S); got {tuple(p.shape)} and {tuple(w.shape)}")
+    w = w + w.transpose(1, 2)  # (P, S, S): P(best = a, worst = b) + P(best = b, worst = a)
+    contrast_hessian = 2 * (torch.diag_embed(w.sum(-1)) - w)  # (P, S, S)
+    loss = lambda z: bonbon_objective(z.log_softmax(-1), p.log(), pairs, n, alpha)  # noqa: E731  (P,)
+    z = p.log()
+    for _ in range(max_steps):
+        z = z.detach().requires_grad_(True)
+        value = loss(z)
+        grad, = torch.autograd.grad(value.sum(), z)
+        z, value, q = z.detach(), value.detach(), z.detach().softmax(-1)
+        # alpha (diag q - q q^T) + (1 - alpha) contrast_hessian, plus q q^T, which removes the flat direction (one
+        # constant added to every logit leaves q unchanged) without changing the step's effect on q
+        hess = alpha * torch.diag_embed(q) + (1 - alpha) * (q[:, :, None] * q[:, None, :] + contrast_hessian)
+        d = hess.diagonal(dim1=1, dim2=2).rsqrt()  # (P, S)
+        step = -d * torch.linalg.solve(d[:, :, None] * hess * d[:, None, :], d * grad)
+        t = torch.ones(len(z), 1, dtype=z.dtype)  # (P, 1); 1e-12 absorbs rounding in the sufficient-decrease test
+        while not (ok := loss(z + t * step) <= value + 1e-4 * t[:, 0] * (grad * step).sum(-1) + 1e-12).all():
+            t = torch.where(ok[:, None], t, t / 2)
+        z = z + t * step
+        if (t * step).abs().max() < 1e-10:
+            break
+    return z.softmax(-1)
 
 
 def jbond_expected_reward(anchor_probs: Tensor, rewards: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from .checks import check_int, check_positive
+from .checks import check_int, check_positive, check_reward_batch
 from .lm import LMPolicy
 from .objectives import EmpiricalCDF
 from .policy import reference_cdf
@@ -67,26 +67,15 @@ class VBoNLReward:
 
 
 def reward_tensor(values, count: int) -> Tensor:
-    """A reward function's output for ``count`` texts as float64 (count,), refused as minivbon's loop refuses it:
-    anything but real finite numbers (bool, complex, NaN, an infinity), or the wrong number of them."""
-    if isinstance(values, Tensor):
-        if values.is_complex() or values.dtype == torch.bool:
-            raise TypeError(f"reward must return real numbers, got a {values.dtype} tensor")
-    elif isinstance(values, (list, tuple)):
-        wrong = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) and
-                 not (isinstance(v, Tensor) and v.numel() == 1 and not v.is_complex() and v.dtype != torch.bool)]
+    """A reward function's output for ``count`` texts as float64 (count,), refused exactly as minivbon's loop
+    refuses it (:func:`minivbon.checks.check_reward_batch`); a list of real numbers is accepted as a tensor."""
+    if isinstance(values, (list, tuple)):
+        wrong = [v for v in values if isinstance(v, (bool, complex)) or not isinstance(v, (int, float, Tensor))]
         if wrong:
-            raise TypeError(f"reward must return real numbers, got {type(wrong[0]).__name__} {wrong[0]!r:.40}")
-    else:
-        raise TypeError(f"reward must return a tensor or list of {count} numbers, got {type(values).__name__}")
-    raw = torch.as_tensor(values, dtype=torch.float64)
-    if raw.shape != (count,):
-        raise ValueError(f"reward returned shape {tuple(raw.shape)} for {count} texts")
-    bad = int((~torch.isfinite(raw)).sum())
-    if bad:
-        raise ValueError(f"reward returned {bad} non-finite (NaN or infinite) values out of {count}: minivbon's loop "
-                         "refuses them too (log F of an infinite reward would hide the fault)")
-    return raw
+            raise TypeError(f"the reward function must return real numbers, got {type(wrong[0]).__name__} "
+                            f"{wrong[0]!r:.40}")
+        values = torch.as_tensor(values, dtype=torch.float64)
+    return check_reward_batch(values, count, "VBoNLReward").double()
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Fixtures the fault tests share."""
+"""Fixtures the tests share: small string worlds with their reference CDFs."""
 import pytest
 import torch
 
@@ -6,14 +6,25 @@ from minivbon.policy import reference_cdf
 from minivbon.toy import make_world
 
 
-@pytest.fixture(scope="module")
-def toy():
-    """A two-prompt string world (3 tokens, length 3): (world, reference, reward_fn, CDF from 50 samples)."""
-    world = make_world(num_prompts=2, vocab=3, length=3, seed=0)
+def _toy(num_prompts: int, vocab: int, length: int, m: int):
+    """(world, reference, reward_fn, CDF from m reference samples per prompt) of a string world."""
+    world = make_world(num_prompts=num_prompts, vocab=vocab, length=length, seed=0)
     ref = world.reference()
 
     def reward_fn(samples):
         return world.reward(samples.prompt_ids, samples.tokens)
 
-    cdf = reference_cdf(ref, [0, 1], reward_fn, 50, torch.Generator().manual_seed(0))
+    cdf = reference_cdf(ref, list(range(num_prompts)), reward_fn, m, torch.Generator().manual_seed(0))
     return world, ref, reward_fn, cdf
+
+
+@pytest.fixture(scope="session")
+def make_toy():
+    """The world builder itself, for a module that wants a world of its own size."""
+    return _toy
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """A two-prompt string world (3 tokens, length 3) with a CDF from 50 samples per prompt."""
+    return _toy(2, 3, 3, 50)

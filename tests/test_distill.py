@@ -127,6 +127,28 @@ def test_methods_that_target_bon_reach_it_on_the_whole_prefix_family(small, meth
     assert jeffreys < 0.1 * start, (method, jeffreys, start)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 0.9, 1.0])
+def test_bonbon_optimum_is_a_minimum_and_bon_itself_at_alpha_1(alpha):
+    g = torch.Generator().manual_seed(1)
+    p = torch.rand(2, 6, generator=g, dtype=torch.float64) ** 4  # probabilities over several decades
+    p /= p.sum(-1, keepdim=True)
+    r = torch.randn(2, 6, generator=g, dtype=torch.float64)
+    n = 4
+    pairs = distill.best_worst_probs(p, r, n)
+    q = distill.bonbon_optimum(p, pairs, n, alpha)
+    z = q.log().requires_grad_(True)
+    value = distill.bonbon_objective(z.log_softmax(-1), p.log(), pairs, n, alpha)
+    grad, = torch.autograd.grad(value.sum(), z)
+    assert grad.abs().max() < 1e-8  # stationary, and the loss is convex in the logits: the minimum
+    for _ in range(20):  # no nearby distribution does better
+        nearby = (z.detach() + 0.01 * torch.randn(z.shape, generator=g, dtype=torch.float64)).log_softmax(-1)
+        assert (distill.bonbon_objective(nearby, p.log(), pairs, n, alpha) >= value.detach() - 1e-12).all()
+    if alpha == 1.0:  # pure SFT on BoN's draws: q* = pi_bon, outcome by outcome, even where it is tiny
+        assert torch.allclose(q.log(), mv.bon_probs(p, r, n).log(), atol=1e-6)
+    with pytest.raises(ValueError, match="pairs"):
+        distill.bonbon_optimum(p, pairs[:, :3], n, alpha)
+
+
 def test_bonbon_reaches_its_own_exact_fixed_point_which_is_not_bon(small):
     world, ref, p, r, reward_fn = small
     n, alpha = 4, 0.5

@@ -11,15 +11,8 @@ from minivbon.policy import reference_cdf
 
 
 @pytest.fixture(scope="module")
-def setup():
-    world = make_world(num_prompts=4, vocab=4, length=6, seed=0)
-    ref = world.reference()
-
-    def reward_fn(samples):
-        return world.reward(samples.prompt_ids, samples.tokens)
-
-    cdf = reference_cdf(ref, list(range(4)), reward_fn, 300, torch.Generator().manual_seed(0))
-    return world, ref, reward_fn, cdf
+def setup(make_toy):
+    return make_toy(4, 4, 6, 300)  # four prompts, 4 tokens, length 6, 300 reference samples each
 
 
 CONFIG = TrainConfig(method="vbon", n=4, k=16, prompts_per_step=4, steps=400, lr=0.03, eval_every=100,
