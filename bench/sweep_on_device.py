@@ -27,15 +27,15 @@ import sentiment_sweep as sweep  # noqa: E402
 from results_io import check_writable, write_atomic  # noqa: E402
 
 
-def parse_run(text: str, m: int) -> dict:
-    """'vbon:16:0' -> dict(method='vbon', n=16, m=m, seed=0)."""
+def parse_run(text: str) -> dict:
+    """'vbon:16:0' -> dict(variant='vbon', n=16, seed=0)."""
     parts = text.split(":")
     if len(parts) != 3 or parts[0] not in sweep.METHODS:
         raise ValueError(f"--runs: expected METHOD:N:SEED with METHOD in {sweep.METHODS}, got {text!r}")
     if not (parts[1].isdigit() and int(parts[1]) >= 2 and parts[2].isdigit()):
         raise ValueError(f"--runs: in {text!r}, N must be a whole number >= 2 (beta = 1/(N-1)) and SEED a whole "
                          "number >= 0")
-    return dict(method=parts[0], n=int(parts[1]), m=m, seed=int(parts[2]))
+    return dict(variant=parts[0], n=int(parts[1]), seed=int(parts[2]))
 
 
 def check_device(name: str) -> str:
@@ -60,16 +60,20 @@ def main() -> None:
     p = dict(sweep.PRESETS[args.preset], device=args.device)
     try:  # every argument checked before the measurement starts
         check_device(args.device)
-        runs = [parse_run(r, p["m_train"]) for r in args.runs.split(",")]
+        runs = [parse_run(r) for r in args.runs.split(",")]
         if args.json:
             check_writable(args.json, "--json")
     except (ValueError, SystemExit) as e:
         parser.error(str(e))
     committed = ROOT / "experiments" / "results" / f"sentiment_sweep_{args.preset}.json"
-    cpu = json.loads(committed.read_text())["runs"] if committed.exists() else {}
+    recorded = json.loads(committed.read_text()) if committed.exists() else {}
+    cpu = recorded.get("runs", {})
+    # the committed learning rates (chosen on the validation prompts), else the grid's first for every method
+    lr_choice = recorded.get("lr_choice") or {v: p["lr_grid"][0] for v in sweep.VARIANTS}
 
     t = time.time()
     sweep.start_worker(p)  # loads the task on the device and samples the reference sets there
+    sweep._WORKER["lr_choice"] = lr_choice
     print(f"{args.device}: task and reference sets ready in {time.time() - t:.1f} s (preset {args.preset})")
     out = []
     for run in runs:
@@ -77,15 +81,14 @@ def main() -> None:
         r = sweep.train_and_score(run)
         r["wall_seconds"] = time.time() - t
         out.append(r)
-        line = (f"{sweep.key(run):28s} {args.device}: win {r['win_rate']:.3f} ± {r['win_rate_se']:.3f}, "
-                f"KL k3 {r['kl_k3']:.2f}, {r['wall_seconds']:.1f} s")
+        line = (f"{sweep.key(run):24s} {args.device}: KL(q||bon) {r['kl_to_bon']:.3f} ± {r['kl_to_bon_se']:.3f}, "
+                f"win {r['win_rate']:.3f} ± {r['win_rate_se']:.3f}, KL k1 {r['kl_k1']:.2f}, {r['wall_seconds']:.1f} s")
         same = cpu.get(sweep.key(run))
         if same:
-            seeds = [v["win_rate"] for v in cpu.values() if v["method"] == run["method"] and v["n"] == run["n"]
-                     and v["m"] == run["m"]]
+            seeds = [v["win_rate"] for v in cpu.values() if v["variant"] == run["variant"] and v["n"] == run["n"]]
             spread = f", seed spread sd {statistics.stdev(seeds):.3f}" if len(seeds) > 1 else ""
-            line += (f" | cpu: win {same['win_rate']:.3f} ± {same['win_rate_se']:.3f}, KL k3 {same['kl_k3']:.2f}, "
-                     f"{same['train_seconds']:.1f} s training{spread}")
+            line += (f" | cpu: KL(q||bon) {same['kl_to_bon']:.3f}, win {same['win_rate']:.3f} ± "
+                     f"{same['win_rate_se']:.3f}, KL k1 {same['kl_k1']:.2f}, {same['train_seconds']:.1f} s{spread}")
         print(line, flush=True)
     if args.json:
         write_atomic(args.json, out)

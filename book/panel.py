@@ -169,10 +169,12 @@ def sampling_progress(policy, samples: int, desc: str):
 
 
 def train_method(task, cdf, config: mv.TrainConfig, plot: LivePlot | None = None,
-                 stop: threading.Event | None = None, every: int = 5, progress: bool = False) -> mv.Trainer:
+                 stop: threading.Event | None = None, every: int = 5, progress: bool = False,
+                 evaluate=None) -> mv.Trainer:
     """Train a fresh copy of the reference with ``config``; redraw ``plot`` every ``every`` steps and at the
     end; ``stop`` ends the run early (its history is kept); ``progress``: a tqdm bar over the steps (not from
-    the panel's background thread)."""
+    the panel's background thread); ``evaluate(policy) -> dict``, if given, is added to the history at step 0
+    and every ``config.eval_every`` steps."""
 
     if not isinstance(config, mv.TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -190,8 +192,10 @@ def train_method(task, cdf, config: mv.TrainConfig, plot: LivePlot | None = None
         return stop is not None and stop.is_set()
 
     policy = task.reference.clone(trainable=True)
+    if evaluate is not None and not callable(evaluate):
+        raise TypeError(f"evaluate must be a function of the policy or None, got {type(evaluate).__name__}")
     return mv.train(policy, task.reference, task.train_prompts, task.reward_fn, config, cdf=cdf, callback=callback,
-                    progress=progress)
+                    progress=progress, evaluate=evaluate)
 
 
 def bon_win_rate(cdf: mv.EmpiricalCDF, n: int) -> float:

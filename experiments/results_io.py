@@ -33,23 +33,15 @@ def check_writable(path: Path, flag: str = "--out") -> None:
         raise SystemExit(f"{flag} {path} cannot be written: no permission to write in {parent}")
 
 
-def check_resume(results: dict, current: dict, path: Path, adopt_legacy: bool) -> None:
-    """Refuse to resume ``results`` made with another provenance; a legacy file (none recorded) only with
-    ``adopt_legacy`` and the same library and torch versions."""
+def check_resume(results: dict, current: dict, path: Path) -> None:
+    """Refuse to resume ``results`` made with another provenance, or with none recorded (a file written before
+    provenance was: nothing shows it was made on this data)."""
     if not results:
         return
-    if "provenance" in results:
-        try:
-            check_same_provenance(results["provenance"], current, path)
-        except ValueError as e:
-            raise SystemExit(str(e)) from None
-        return
-    versions = [f"{k}: {results.get(k)!r} -> {current[k]!r}" for k in ("library_version", "torch")
-                if results.get(k) != current[k]]
-    if versions:
-        raise SystemExit(f"{path} was made with other versions (recorded -> now): {'; '.join(versions)}; its runs "
-                         "cannot be mixed with new ones. Use --out for a new file")
-    if not adopt_legacy:
+    if "provenance" not in results:
         raise SystemExit(f"{path} records no provenance (it predates data fingerprints), so nothing shows it was made "
-                         "on this data: pass --adopt-legacy to record the current data fingerprint in it (only if "
-                         "it was), or use --out for a new file")
+                         "on this data and its runs cannot be mixed with new ones: use --out for a new file")
+    try:
+        check_same_provenance(results["provenance"], current, path)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None

@@ -1,4 +1,4 @@
-"""Chapter 7's comparison over seeds: vBoN-L trained by TRL's RLOOTrainer, next to chapter 5's sweep.
+"""Chapter 7's comparison over seeds: vBoN-L trained by TRL's RLOOTrainer, next to the 30-step sweep with the same settings.
 
     python experiments/trl_vs_loop.py                 # seeds 0-2, chapter 5's CPU preset (a few minutes)
     python experiments/trl_vs_loop.py --seeds 0 --steps 2 --out /tmp/t.json   # seconds: checks the script
@@ -7,7 +7,7 @@ For each seed, TRL trains vBoN-L at N = 4 with the sweep's settings (64 training
 M = 64, 30 steps of 8 prompts x 8 completions, lr 5e-4) and the trained policy is scored with chapter 5's
 held-out protocol (256 prompts x 4 samples, win rate with ties half, KL by k1). The results file holds each
 seed's numbers, their mean with the standard error over seeds, and the same for minivbon's own loop read
-from ``results/sentiment_sweep_cpu.json`` (method vbon-l, N = 4, M = 64).
+from ``results/sentiment_sweep_cpu_30steps.json`` (method vbon-l, N = 4, M = 64).
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def main() -> None:
         e = sentiment.evaluate_policy(task, policy, task.test_prompts, test_cdf, samples_per_prompt=4, seed=3)
         runs.append({"seed": seed, "train_seconds": seconds, "win_rate": e["win_rate"], "kl_k1": e["kl_k1"]})
         print(f"seed {seed}: win rate {e['win_rate']:.3f}, KL {e['kl_k1']:.2f}, {seconds:.0f} s", flush=True)
-    sweep = json.loads((ROOT / "experiments" / "results" / "sentiment_sweep_cpu.json").read_text())
+    sweep = json.loads((ROOT / "experiments" / "results" / "sentiment_sweep_cpu_30steps.json").read_text())
     loop = [r for k, r in sweep["runs"].items() if k.startswith(f"vbon-l|N={N}|M={M}|")]
     from minivbon.provenance import provenance, task_fingerprint
 

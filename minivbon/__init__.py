@@ -1,7 +1,8 @@
 """minivbon: Variational Best-of-N alignment (Amini, Vieira, Ash, Cotterell, ICLR 2025) in a small library.
 
 Modules: ``bon`` (Best-of-N on categorical distributions), ``objectives`` (the vBoN rewards from samples),
-``policy`` (the policy interface, Best-of-N sampling, the reference CDF), ``config`` and ``loop`` (the one
+``policy`` (the policy interface, Best-of-N sampling, the reference CDF), ``distance`` (KL(q || pi_bon) and
+KL(pi_bon || q) estimated from samples), ``config`` and ``loop`` (the one
 training loop), ``distill`` (BoN-SFT, BoNBoN, BOND and J-BOND losses),
 ``toy`` / ``lm`` / ``sentiment`` (policies and tasks), ``storage`` and ``provenance`` (state and results on
 disk). No name re-exported here shadows a module.

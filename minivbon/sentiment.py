@@ -23,6 +23,7 @@ from torch import Tensor
 
 from .checks import check_int
 from .lm import LMPolicy, from_pretrained, hub_guard, load_policy
+from .distance import BoNPool, draw_pool
 from .objectives import EmpiricalCDF
 from .storage import load_safe, save_atomic
 from .policy import Samples, reference_cdf, sequence_log_probs
@@ -191,10 +192,7 @@ def cached_reference_cdf(task: SentimentTask, prompt_ids: list, m: int, seed: in
     its weights, reward, sampler), M, the seed and the prompts themselves.
     """
     m = check_int(m, "m")
-    texts = {p: task.policy.tokenizer.decode(task.policy.prompt_tokens[p]) for p in prompt_ids}
-    key = json.dumps({"settings": task.settings, "m": m, "seed": seed, "prompts": sorted(map(str, texts.items()))},
-                     sort_keys=True, default=str)
-    path = Path(cache_dir or Path.home() / ".cache" / "minivbon") / f"refs-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
+    path = _cache_path(task, prompt_ids, "refs", m, seed, cache_dir)
     if path.exists():
         try:  # the safe loader: plain data only; a cut-short, corrupt or planted file is a miss
             return EmpiricalCDF(load_safe(path))
@@ -202,12 +200,47 @@ def cached_reference_cdf(task: SentimentTask, prompt_ids: list, m: int, seed: in
             warnings.warn(f"ignoring the unreadable reference cache {path} ({type(e).__name__}: {e}); "
                           "sampling the references again", stacklevel=2)
     cdf = reference_cdf(task.reference, list(prompt_ids), task.reward_fn, m, torch.Generator().manual_seed(seed))
-    try:  # the cache only saves time: a folder that cannot be written (read-only, full disk) is not fatal
-        save_atomic({p: cdf.sorted[cdf.index[p], : int(cdf.counts[cdf.index[p]])] for p in prompt_ids}, path)
-    except OSError as e:
-        warnings.warn(f"could not write the reference cache {path} ({type(e).__name__}: {e}); continuing without "
-                      "it (the references will be sampled again next time)", stacklevel=2)
+    _save_cache({p: cdf.sorted[cdf.index[p], : int(cdf.counts[cdf.index[p]])] for p in prompt_ids}, path, "reference")
     return cdf
+
+
+def _cache_path(task: SentimentTask, prompt_ids: list, kind: str, m: int, seed: int, cache_dir) -> Path:
+    """A file name that hashes everything that changes the samples: the task settings (backend, model and its
+    weights, reward, sampler), M, the seed and the prompts themselves."""
+    texts = {p: task.policy.tokenizer.decode(task.policy.prompt_tokens[p]) for p in prompt_ids}
+    key = json.dumps({"settings": task.settings, "m": m, "seed": seed, "prompts": sorted(map(str, texts.items())),
+                      **({"kind": kind} if kind != "refs" else {})}, sort_keys=True, default=str)
+    return Path(cache_dir or Path.home() / ".cache" / "minivbon") / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
+
+
+def _save_cache(obj, path: Path, what: str) -> None:
+    try:  # the cache only saves time: a folder that cannot be written (read-only, full disk) is not fatal
+        save_atomic(obj, path)
+    except OSError as e:
+        warnings.warn(f"could not write the {what} cache {path} ({type(e).__name__}: {e}); continuing without "
+                      "it (the samples will be drawn again next time)", stacklevel=3)
+
+
+def cached_bon_pool(task: SentimentTask, prompt_ids: list, size: int, seed: int = 2,
+                    cache_dir: str | Path | None = None) -> BoNPool:
+    """``size`` reference samples per prompt with their rewards and log pi (:class:`minivbon.distance.BoNPool`),
+    cached on disk like :func:`cached_reference_cdf`; BoN(n)'s samples are the best of its disjoint groups of n."""
+    size = check_int(size, "size")
+    path = _cache_path(task, prompt_ids, "pool", size, seed, cache_dir)
+    if path.exists():
+        try:
+            d = load_safe(path)
+            return BoNPool(Samples(d["prompt_ids"], d["tokens"], d["mask"], {"attention_mask": d["attention_mask"]}),
+                           d["rewards"], d["log_ref"])
+        except Exception as e:
+            warnings.warn(f"ignoring the unreadable pool cache {path} ({type(e).__name__}: {e}); sampling again",
+                          stacklevel=2)
+    pool = draw_pool(task.reference, list(prompt_ids), size, task.reward_fn, torch.Generator().manual_seed(seed))
+    s = pool.samples
+    _save_cache({"prompt_ids": list(s.prompt_ids), "tokens": s.tokens.cpu(), "mask": s.mask.cpu(),
+                 "attention_mask": s.extra["attention_mask"].cpu(), "rewards": pool.rewards, "log_ref": pool.log_ref},
+                path, "pool")
+    return pool
 
 
 @torch.no_grad()

@@ -32,8 +32,8 @@ def test_sweep_on_device_tiny_reproduces_the_sweeps_run(tmp_path):
     runs = json.loads((tmp_path / "r.json").read_text())
     assert [(r["method"], r["n"], r["seed"]) for r in runs] == [("vbon", 2, 0), ("kl-rl", 2, 1)]
     for r in runs:
-        assert 0 <= r["win_rate"] <= 1 and r["eval_samples"] > 0
-        assert f"{r['win_rate']:.3f}" in out.stdout
+        assert 0 <= r["win_rate"] <= 1 and r["curve"][0]["step"] == 0 and r["steps"] > 0
+        assert f"{r['win_rate']:.3f}" in out.stdout and f"{r['kl_to_bon']:.3f}" in out.stdout
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "sweep_on_device.py"), "--device", "cpu",
                           "--preset", "tiny", "--runs", "ppo:2:0"], capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "--runs" in bad.stderr

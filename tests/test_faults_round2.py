@@ -277,13 +277,11 @@ def test_a_resume_with_other_data_or_versions_is_refused_naming_what_differs(tmp
     now = provenance({"kind": "local", "data_sha256": "aaa"})
     other = {**provenance({"kind": "local", "data_sha256": "bbb"}), "torch": "1.0"}
     with pytest.raises(SystemExit, match=r"torch: '1.0' -> .*fingerprint data_sha256: 'bbb' -> 'aaa'"):
-        check_resume({"provenance": other, "runs": {}}, now, tmp_path / "s.json", False)
+        check_resume({"provenance": other, "runs": {}}, now, tmp_path / "s.json")
+    check_resume({"provenance": now, "runs": {}}, now, tmp_path / "s.json")  # the same provenance resumes
     legacy = {"runs": {}, "library_version": now["library_version"], "torch": now["torch"]}
-    with pytest.raises(SystemExit, match="--adopt-legacy"):
-        check_resume(legacy, now, tmp_path / "s.json", False)
-    check_resume(legacy, now, tmp_path / "s.json", True)  # adopted
-    with pytest.raises(SystemExit, match="library_version: '0.0.1'"):
-        check_resume({**legacy, "library_version": "0.0.1"}, now, tmp_path / "s.json", True)
+    with pytest.raises(SystemExit, match="records no provenance"):
+        check_resume(legacy, now, tmp_path / "s.json")
 
 
 def test_distill_world_refuses_steps_0_and_records_the_steps_run(tmp_path):
@@ -304,7 +302,7 @@ def test_bench_arguments_are_checked_before_the_measurement():
 
     for text in ["vbon:1:0", "vbon:x:0", "vbon:2:-1"]:
         with pytest.raises(ValueError, match="--runs"):
-            sod.parse_run(text, 8)
+            sod.parse_run(text)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="--device cuda: this torch has no CUDA"):
             sod.check_device("cuda")
