@@ -156,16 +156,16 @@ def bon_distances(policy: nn.Module, reference: nn.Module, prompts: list, reward
 
 def method_objective(method: str, per_prompt: dict[str, Tensor], n: int, beta: float | None = None,
                      alpha: float = 0.5, eta: float = 0.5) -> tuple[str, Tensor]:
-    """(name, per-prompt value (P,)) of the quantity ``method`` minimises, from :func:`bon_distances`.
+    """(name, per-prompt value (P,)) of the quantity ``method`` minimises, from :func:`bon_distances`::
 
-    | method  | minimises                                                          |
-    |---------|--------------------------------------------------------------------|
-    | vbon    | KL(q || pi_bon)                                                    |
-    | vbon-l  | KL(q || pi)/(n-1) - E_q[log F_mid]   (minus the vBoN-L bound, / n-1) |
-    | kl-rl   | beta KL(q || pi) - E_q[r]            (minus the KL-regularised reward) |
-    | bon-sft | KL(pi_bon || q)                      (its loss, less pi_bon's entropy) |
-    | bonbon  | alpha KL(pi_bon || q) + (1 - alpha) E[(h - 1/(2 beta_n))^2]         |
-    | bond, jbond | (1 - eta) KL(pi_bon || q) + eta KL(q || pi_bon)  (Jeffreys; J-BOND's target after its rounds) |
+        | method  | minimises                                                          |
+        |---------|--------------------------------------------------------------------|
+        | vbon    | KL(q || pi_bon)                                                    |
+        | vbon-l  | KL(q || pi)/(n-1) - E_q[log F_mid]   (minus the vBoN-L bound, / n-1) |
+        | kl-rl   | beta KL(q || pi) - E_q[r]            (minus the KL-regularised reward) |
+        | bon-sft | KL(pi_bon || q)                      (its loss, less pi_bon's entropy) |
+        | bonbon  | alpha KL(pi_bon || q) + (1 - alpha) E[(h - 1/(2 beta_n))^2]         |
+        | bond, jbond | (1 - eta) KL(pi_bon || q) + eta KL(q || pi_bon)  (Jeffreys; J-BOND's target after its rounds) |
     """
     d = per_prompt
     if method == "vbon":
