@@ -3,8 +3,8 @@
     python bench/gpu_scale.py                         # CUDA, the GPU preset's sizes, bf16 autocast
     python bench/gpu_scale.py --device cpu --tiny     # a few seconds on a CPU (what CI runs)
 
-The hub is unreachable on the project's machines, so the paper's models are replaced by stand-ins of
-the same size and shape, loaded through the same code as the hub backend:
+It needs no download: the paper's models are replaced by stand-ins of the same size and shape, loaded
+through the same code as the hub backend:
 
 - policy and reference: a randomly initialised GPT-2 small (12 layers, width 768, 12 heads) built
   from ``GPT2Config``, with GPT-2's vocabulary size (50,257) so that the output layer costs what the
@@ -21,7 +21,6 @@ evaluation of 512 x 4 samples per run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -29,10 +28,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import minivbon as mv  # noqa: E402
-from minivbon import sentiment  # noqa: E402
-from minivbon.lm import LMPolicy  # noqa: E402
+import minivbon as mv
+from minivbon import methods, sentiment
+from minivbon.lm import LMPolicy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))  # the shared results_io
+from results_io import check_device, parse_arguments, write_atomic  # noqa: E402
 
 FULL = dict(layers=12, width=768, heads=12, vocab=50_257, rm_layers=6, rm_width=768, new_tokens=40, prompts=32, k=4,
             m=300, measure_prompts=8, steps=5, eval_prompts=64, spp=4)
@@ -104,7 +105,9 @@ def measure(size: dict, device: torch.device, precision: str) -> dict:
         sample_s = clock(device) - t
         generated = int(samples.mask.sum())
         t = clock(device)
-        loss, _ = mv.rl_loss(task.policy, task.reference, samples, task.reward_fn(samples), config, cdf)
+        raw = task.reward_fn(samples)
+        task_reward = methods.vbon_l_task(cdf, config.n, config.ties, samples.prompt_ids, raw)
+        loss, _ = mv.rl_loss(task.policy, task.reference, samples, task_reward, config.kl_coef, config.k)
         loss.backward()
         fwd_bwd_s = clock(device) - t
         task.policy.zero_grad()
@@ -136,24 +139,17 @@ def projection(f: dict, c: dict = CHAPTER) -> dict:
             "total_min": (refs + train + evaluate) / 60}
 
 
-def main() -> None:
+def check_arguments(args: argparse.Namespace) -> None:
+    check_device(args.device)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--tiny", action="store_true", help="tiny models and batches: runs in seconds on a CPU")
     parser.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 on CUDA, fp32 elsewhere")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-    from results_io import check_writable
-    from sweep_on_device import check_device
-
-    try:  # every argument checked before the measurement starts
-        check_device(args.device)
-        if args.json:
-            check_writable(args.json, "--json")
-    except (ValueError, SystemExit) as e:
-        parser.error(str(e))
+    args = parse_arguments(parser, argv, check_arguments, files=("--json",))
     import datasets
     import transformers
 
@@ -183,7 +179,7 @@ def main() -> None:
           f"+ training {p['training_s'] / 60:.1f} min + evaluation {p['evaluation_s'] / 60:.1f} min "
           f"= {p['total_min']:.1f} min" + (" (tiny stand-ins: not a real projection)" if args.tiny else ""))
     if args.json:
-        args.json.write_text(json.dumps({"size": size, "chapter": CHAPTER, **figures}, indent=1))
+        write_atomic(args.json, {"size": size, "chapter": CHAPTER, **figures})
 
 
 if __name__ == "__main__":

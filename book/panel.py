@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 import minivbon as mv
 from minivbon import sentiment
 from minivbon.checks import check_int
-from minivbon.config import READ_BY
+from minivbon.methods import METHODS
 from notebook_widgets import Interactive, log_int_slider
 
 # run labels held by panels whose run has not reached ``results`` yet, per results dict: two panels that share
@@ -236,7 +236,7 @@ class ControlPanel(Interactive):
                                            continuous_update=False, readout_format=".3f", layout=wide)
         self.tie = widgets.Checkbox(value=True, description="beta = 1/(N-1)", indent=False,
                                     layout=widgets.Layout(width="150px"))
-        self.method = widgets.Dropdown(options=["vbon", "vbon-l", "kl-rl", "bon-sft"], value="vbon",
+        self.method = widgets.Dropdown(options=list(METHODS), value="vbon",  # every method of minivbon.methods
                                        description="method", layout=widgets.Layout(width="220px"))
         self.steps = widgets.BoundedIntText(value=preset["steps"], min=1, max=10_000, description="steps",
                                             layout=widgets.Layout(width="180px"))
@@ -272,8 +272,9 @@ class ControlPanel(Interactive):
     def settings(self) -> dict:
         """The run's settings, read from the controls now (at the click)."""
         method, n = self.method.value, self.n.value
-        reads_beta = method in READ_BY["beta"]  # bon-sft does not read beta: it is left unset
-        beta = None if not reads_beta or (self.tie.value and method != "kl-rl") else float(self.beta.value)
+        row = METHODS[method]  # a method that does not read beta (bon-sft, ...) leaves it unset
+        tied = self.tie.value and "beta" not in row.requires  # kl-rl is always given the slider's beta
+        beta = None if "beta" not in row.reads or tied else float(self.beta.value)
         return {"method": method, "n": n, "beta": beta, "steps": self.steps.value}
 
     def _lock(self, locked: bool) -> None:
@@ -288,8 +289,9 @@ class ControlPanel(Interactive):
             return
         run = self.settings()
         beta_text = f"{run['beta']:.3g}" if run["beta"] is not None else f"1/(N-1) = {1 / (run['n'] - 1):.3g}"
+        beta_text = f" beta={beta_text}" if "beta" in METHODS[run["method"]].reads else ""  # bon-sft, ...: no beta
         self.runs_started += 1
-        label = self._claim_label(f"{run['method']} N={run['n']} beta={beta_text} steps={run['steps']}")
+        label = self._claim_label(f"{run['method']} N={run['n']}{beta_text} steps={run['steps']}")
         self.stop.clear()
         self._lock(True)
         self.status.value = f"training: {label}"

@@ -2,14 +2,16 @@
 
 Modules: ``bon`` (Best-of-N on categorical distributions), ``objectives`` (the vBoN rewards from samples),
 ``policy`` (the policy interface, Best-of-N sampling, the reference CDF), ``distance`` (KL(q || pi_bon) and
-KL(pi_bon || q) estimated from samples), ``config`` and ``loop`` (the one
-training loop), ``distill`` (BoN-SFT, BoNBoN, BOND and J-BOND losses),
+KL(pi_bon || q) estimated from samples), ``methods`` (every training method as one row of a table),
+``config``, ``rloo`` and ``loop`` (the one training loop), ``distill`` and ``dpo`` (the losses that distil BoN
+from its samples),
 ``toy`` / ``lm`` / ``sentiment`` (policies and tasks), ``storage`` and ``provenance`` (state and results on
 disk). No name re-exported here shadows a module.
 """
 from .bon import (bon_kl_bound, bon_probs, bon_sample, expected_reward, kl_divergence, kl_rl_policy,
                   reward_cdf, win_rate)
-from .loop import TrainConfig, Trainer, rl_loss, rloo_advantages, train
+from .loop import TrainConfig, Trainer, train
+from .rloo import rl_loss, rloo_advantages
 from .objectives import EmpiricalCDF, kl_k1, kl_k3, log_bon_ratio, vbon_reward
 from .policy import Samples, best_of_n, reference_cdf, sequence_log_probs
 

@@ -1,23 +1,24 @@
-"""Everything that defines a training run: the method and its settings, checked when built."""
+"""Everything that defines a training run: the method and its settings, checked when built.
+
+What each method reads, needs and samples is its row in :mod:`minivbon.methods`; the checks here read that
+table, so a new method brings its own rules with its row.
+"""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 from .checks import check_int, check_positive, check_weight
+from .methods import METHODS, method as method_row, readers
 
-METHODS = ("vbon", "vbon-l", "kl-rl", "bon-sft", "bonbon", "bond", "jbond")
-RL_METHODS = ("vbon", "vbon-l", "kl-rl")
-NEEDS_CDF = ("vbon", "vbon-l", "bond")
-# the methods that read each method-specific setting; any other method refuses a value other than the default
-# (n is read by every method but kl-rl, where it only names the N whose beta = 1/(N-1) a run is matched to)
-READ_BY = {"beta": ("vbon", "vbon-l", "kl-rl", "bond"), "ties": ("vbon", "vbon-l", "bond"), "alpha": ("bonbon",),
-           "eta": ("bond", "jbond"), "anchor_ema": ("jbond",), "anchor_every": ("jbond",)}
+# the method-specific settings; a method that does not read one (its row's ``reads``) refuses a value other
+# than the default, naming the methods that read it
+SETTINGS = ("beta", "ties", "alpha", "eta", "anchor_ema", "anchor_every")
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a run. ``beta=None`` means 1/(n-1) (vbon, vbon-l); kl-rl needs a beta."""
+    """Everything that defines a run. ``beta=None`` means 1/(n-1) (vbon, vbon-l, dpo, bond); kl-rl needs a beta."""
 
     method: str = "vbon-l"
     n: int = 4
@@ -36,29 +37,29 @@ class TrainConfig:
     eta: float = 0.5  # bond, jbond: weight of the backward KL in the Jeffreys divergence
     anchor_ema: float = 1.0  # jbond: 1 = hard rounds (anchor <- policy); < 1 = the paper's moving EMA anchor
     anchor_every: int | None = None  # jbond: steps between anchor updates (default: ceil(steps/log2(n)) if hard, else 1)
-    # Settings a method does not read (READ_BY) are refused unless left at their default. jbond with hard rounds
+    # Settings a method does not read (its row's ``reads``) are refused unless left at their default. jbond with hard rounds
     # distils Best-of-2 log2(n) times: the anchor moves exactly log2(n) - 1 times, or the config is refused.
     # jbond with an EMA anchor (anchor_ema < 1) distils Best-of-2 of an ever-moving anchor, which is no
     # Best-of-n for any fixed n: n is not read there, and a value other than its default (4) is refused.
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        row = method_row(self.method)
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.ties not in ("aware", "paper"):
             raise ValueError(f"ties must be 'aware' or 'paper', got {self.ties!r}")
         # integer fields: a whole float (4.0) is converted to int, anything else is a TypeError
-        self.n = check_int(self.n, "n", minimum=2 if self.method != "kl-rl" else 1)
-        self.k = check_int(self.k, "k", minimum=1 if self.method in ("bon-sft", "bonbon") else 2)
+        self.n = check_int(self.n, "n", minimum=row.min_n)
+        self.k = check_int(self.k, "k", minimum=row.min_k)
         for name in ("prompts_per_step", "steps", "eval_every"):
             setattr(self, name, check_int(getattr(self, name), name, minimum=1))
         self.seed = check_int(self.seed, "seed", minimum=0)
         check_positive(self.lr, "lr")
         if self.beta is not None:
             check_positive(self.beta, "beta")
-        elif self.method == "kl-rl":
-            raise ValueError("beta must be given for method 'kl-rl'")
+        for name in row.requires:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} must be given for method {self.method!r}")
         if self.max_grad_norm is not None:
             check_positive(self.max_grad_norm, "max_grad_norm")
         for name in ("alpha", "eta", "anchor_ema"):  # checked, not converted: the config keeps what it was given
@@ -66,21 +67,21 @@ class TrainConfig:
         if self.anchor_every is not None:
             self.anchor_every = check_int(self.anchor_every, "anchor_every", minimum=1)
         self._refuse_unread_settings()
-        if self.method == "jbond":
-            self._check_jbond_rounds()
+        if row.check is not None:
+            row.check(self)
         if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
                 or not math.isfinite(self.weight_decay) or self.weight_decay < 0:
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
 
     def _refuse_unread_settings(self) -> None:
         defaults = {f.name: f.default for f in fields(self)}
-        for name, readers in READ_BY.items():
-            if self.method not in readers and getattr(self, name) != defaults[name]:
+        for name in SETTINGS:
+            if name not in METHODS[self.method].reads and getattr(self, name) != defaults[name]:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not read by method {self.method!r} and would "
-                                 f"change nothing; only {', '.join(readers)} read {name}: leave it at its default "
-                                 f"({defaults[name]!r})")
+                                 f"change nothing; only {', '.join(readers(name))} read {name}: leave it at its "
+                                 f"default ({defaults[name]!r})")
 
-    def _check_jbond_rounds(self) -> None:
+    def check_jbond_rounds(self) -> None:
         """Hard rounds: n a power of 2 and exactly log2(n) - 1 anchor moves; EMA anchor: n left at its default."""
         if not self.hard_rounds:
             if self.n != 4:
@@ -109,13 +110,6 @@ class TrainConfig:
                 f"{rounds} and leave anchor_every=None (a config copied with dataclasses.replace keeps the "
                 f"anchor_every derived for its old steps: pass anchor_every=None)")
 
-    def without_unread(self, method: str, **changes) -> "TrainConfig":
-        """This config as ``method`` (with ``changes``), the settings ``method`` does not read reset to their
-        defaults: how bond and jbond reuse the RL loss of vbon-l and kl-rl."""
-        reset = {f.name: f.default for f in fields(self) if f.name in READ_BY
-                 and method not in READ_BY[f.name] and f.name not in changes}
-        return replace(self, method=method, **reset, **changes)
-
     @property
     def hard_rounds(self) -> bool:
         """jbond with anchor_ema = 1: the anchor jumps to the policy every anchor_every steps."""
@@ -136,10 +130,9 @@ class TrainConfig:
     def step_budget(self) -> tuple[int, int]:
         """(prompts, sampled sequences) per step: about prompts_per_step * k sequences, whatever the method.
 
-        A prompt costs k policy samples (vbon, vbon-l, kl-rl), n reference samples (bon-sft, bonbon),
-        k + n (bond) or k + 2 anchor samples (jbond)."""
-        per_prompt = {"bon-sft": self.n, "bonbon": self.n, "bond": self.k + self.n, "jbond": self.k + 2}
-        cost = per_prompt.get(self.method, self.k)
+        A prompt costs what its method's row says: k policy samples (vbon, vbon-l, kl-rl), n reference
+        samples (bon-sft, bonbon, dpo), k + n (bond) or k + 2 anchor samples (jbond)."""
+        cost = METHODS[self.method].cost(self)
         prompts = max(1, self.prompts_per_step * self.k // cost)
         return prompts, prompts * cost
 

@@ -84,7 +84,7 @@ def test_method_objectives_are_the_named_combinations():
                           0.25 * d["kl_from_bon"] + 0.75 * d["ipo"])
     assert torch.allclose(distance.method_objective("jbond", d, 4)[1], (d["kl_from_bon"] + d["kl_to_bon"]) / 2)
     with pytest.raises(ValueError, match="method"):
-        distance.method_objective("dpo", d, 4)
+        distance.method_objective("ppo", d, 4)
     with pytest.raises(ValueError, match="beta"):
         distance.method_objective("kl-rl", d, 4, beta=-1.0)
 

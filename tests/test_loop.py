@@ -116,7 +116,7 @@ def test_policy_gradient_is_unbiased(setup):
     total = torch.zeros_like(pol.logits)
     for _ in range(300):
         s = pol.sample([0] * 64, g)
-        loss, _ = rl_loss(pol, ref, s, world.reward(s.prompt_ids, s.tokens), cfg)
+        loss, _ = rl_loss(pol, ref, s, world.reward(s.prompt_ids, s.tokens), cfg.kl_coef, cfg.k)
         total -= torch.autograd.grad(loss, pol.logits)[0]
     est = total / 300
     cos = torch.nn.functional.cosine_similarity(est.flatten(), exact_grad.flatten(), dim=0)
