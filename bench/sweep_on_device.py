@@ -9,6 +9,8 @@ CUDA draws other random numbers than on a CPU, so the win rates agree only withi
 seeds (the CPU sweep's per-seed spread is printed beside them), not to the digit. It also prints the
 seconds per run on each device: for the local backend's small model the GPU is latency-bound, so this
 says how much the device helps the book's own chapter 5, not the paper-size run (bench/gpu_scale.py).
+On a CPU it also prints, per run, the largest relative difference between all the numbers it recorded and
+the committed run's: 0 when the run reproduces bit for bit.
 """
 from __future__ import annotations
 
@@ -21,10 +23,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))  # the shared results_io
 import sentiment_sweep as sweep  # noqa: E402
-from results_io import check_writable, write_atomic  # noqa: E402
+from results_io import check_device, parse_arguments, results_path, write_atomic  # noqa: E402
 
 
 def parse_run(text: str) -> dict:
@@ -38,34 +39,35 @@ def parse_run(text: str) -> dict:
     return dict(variant=parts[0], n=int(parts[1]), seed=int(parts[2]))
 
 
-def check_device(name: str) -> str:
-    """--device, checked before any work: a device torch knows, and CUDA only where it is available."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: this torch has no CUDA device available (torch {torch.__version__}); "
-                         "use --device cpu")
-    return name
+def largest_difference(run, committed, skip=("train_seconds", "wall_seconds")) -> tuple[int, float]:
+    """(how many numbers the two records share, their largest relative difference |a - b| / max(|a|, |b|)),
+    over every number in both, curves included; timings are skipped."""
+    if isinstance(run, dict) and isinstance(committed, dict):
+        parts = [largest_difference(run[k], committed[k]) for k in run.keys() & committed.keys() if k not in skip]
+    elif isinstance(run, list) and isinstance(committed, list) and len(run) == len(committed):
+        parts = [largest_difference(a, b) for a, b in zip(run, committed)]
+    elif isinstance(run, (int, float)) and isinstance(committed, (int, float)) and not isinstance(run, bool):
+        scale = max(abs(run), abs(committed))
+        return 1, 0.0 if run == committed else abs(run - committed) / scale
+    else:
+        return 0, 0.0 if run == committed else float("inf")
+    return sum(c for c, _ in parts), max((w for _, w in parts), default=0.0)
 
 
-def main() -> None:
+def check_arguments(args: argparse.Namespace) -> None:
+    check_device(args.device)
+    args.runs = [parse_run(r) for r in args.runs.split(",")]
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--preset", choices=["cpu", "tiny"], default="cpu")
     parser.add_argument("--runs", default="vbon:4:0,vbon:16:0", help="comma-separated METHOD:N:SEED")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
-    args = parser.parse_args()
+    args = parse_arguments(parser, argv, check_arguments, files=("--json",))
     p = dict(sweep.PRESETS[args.preset], device=args.device)
-    try:  # every argument checked before the measurement starts
-        check_device(args.device)
-        runs = [parse_run(r) for r in args.runs.split(",")]
-        if args.json:
-            check_writable(args.json, "--json")
-    except (ValueError, SystemExit) as e:
-        parser.error(str(e))
-    committed = ROOT / "experiments" / "results" / f"sentiment_sweep_{args.preset}.json"
+    committed = results_path(f"sentiment_sweep_{args.preset}")
     recorded = json.loads(committed.read_text()) if committed.exists() else {}
     cpu = recorded.get("runs", {})
     # the committed learning rates (chosen on the validation prompts), else the grid's first for every method
@@ -76,7 +78,7 @@ def main() -> None:
     sweep._WORKER["lr_choice"] = lr_choice
     print(f"{args.device}: task and reference sets ready in {time.time() - t:.1f} s (preset {args.preset})")
     out = []
-    for run in runs:
+    for run in args.runs:
         t = time.time()
         r = sweep.train_and_score(run)
         r["wall_seconds"] = time.time() - t
@@ -89,9 +91,14 @@ def main() -> None:
             spread = f", seed spread sd {statistics.stdev(seeds):.3f}" if len(seeds) > 1 else ""
             line += (f" | cpu: KL(q||bon) {same['kl_to_bon']:.3f}, win {same['win_rate']:.3f} ± "
                      f"{same['win_rate_se']:.3f}, KL k1 {same['kl_k1']:.2f}, {same['train_seconds']:.1f} s{spread}")
+            count, worst = largest_difference(r, same)
+            line += (f"\n{'':24s} all {count} recorded numbers identical to the committed run" if worst == 0 else
+                     f"\n{'':24s} {count} recorded numbers, largest relative difference from the committed run "
+                     f"{worst:.1e}")
         print(line, flush=True)
     if args.json:
         write_atomic(args.json, out)
+
 
 if __name__ == "__main__":
     main()

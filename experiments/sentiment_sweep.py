@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import os
 import sys
@@ -44,14 +43,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "experiments"))
-import minivbon as mv  # noqa: E402
-from minivbon import distance, sentiment  # noqa: E402
-from minivbon.objectives import EmpiricalCDF  # noqa: E402
-from minivbon.provenance import provenance, task_fingerprint  # noqa: E402
-from results_io import check_resume, check_writable, write_atomic  # noqa: E402
+import minivbon as mv
+from minivbon import distance, methods, sentiment
+from minivbon.objectives import EmpiricalCDF
+from minivbon.provenance import provenance, task_fingerprint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))  # the shared results_io
+from results_io import (add_run_arguments, check_count, check_resume, parse_arguments,  # noqa: E402
+                        read_results as read_results_file, results_path, write_atomic)
 from sweep_summary import plateaued, summarise  # noqa: E402
 
 PRESETS = {
@@ -78,6 +77,17 @@ VARIANTS = {"vbon": ("vbon", {}), "vbon-l": ("vbon-l", {}), "bon-sft": ("bon-sft
             "bonbon": ("bonbon", {"alpha": 0.5}), "bonbon-a0.005": ("bonbon", {"alpha": 0.005}), "jbond": ("jbond", {})}
 TRANSFORMS = {"scaled": lambda r: 4 * r, "cubed": lambda r: r**3, "exp": lambda r: torch.exp(3 * r)}
 METHODS = list(VARIANTS) + [f"kl-rl-{t}" for t in TRANSFORMS]
+
+
+def check_variants(variants: dict) -> None:
+    """Every variant names a row of the methods table and sets only what that method reads."""
+    for name, (method, settings) in variants.items():
+        if not set(settings) <= set(methods.method(method).reads):
+            raise ValueError(f"variant {name!r} sets {sorted(settings)}, but {method!r} reads only "
+                             f"{methods.method(method).reads}")
+
+
+check_variants(VARIANTS)
 CURVE = ["objective", "kl_to_bon", "kl_from_bon", "win_rate", "kl_k1", "kl_k3", "reward"]  # every checkpoint
 SCORES = CURVE + ["reward_g", "log_f_mid", "ipo", "kl_to_bon_half_m", "kl_from_bon_half_m"]  # the last one
 
@@ -106,25 +116,10 @@ def key(run: dict) -> str:
 
 
 def read_results(path: Path, settings: dict) -> dict:
-    """The results file at ``path`` to resume ({} if there is none), checked before any training."""
-    if not path.exists():
-        return {}
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SystemExit(f"{path} is not a readable JSON results file ({type(e).__name__}: {e}); delete it or use "
-                         "--out for a new file") from None
-    if not isinstance(results, dict):
-        raise SystemExit(f"{path} holds a JSON {type(results).__name__}, not a sweep results file (an object with "
-                         "settings and runs); delete it or use --out")
-    if results.get("settings") != settings:
-        raise SystemExit(f"{path} was made with other settings; use --out for a new file or delete it")
-    for part in ("runs", "lr_runs"):
-        runs = results.get(part, {})
-        if not isinstance(runs, dict) or not all(isinstance(r, dict) and {"variant", "n", "seed", "curve"} <= set(r)
-                                                 for r in runs.values()):
-            raise SystemExit(f"{path}: '{part}' must map run keys to run records (with variant, n, seed and curve); "
-                             "the file is corrupt")
+    """The results file at ``path`` to resume ({} if there is none), checked before any training (its provenance
+    is checked once the task is loaded)."""
+    results = read_results_file(path, settings, parts={"runs": dict, "lr_runs": dict},
+                                fields=("variant", "n", "seed", "curve"))
     if not isinstance(results.get("bon", {}), dict):
         raise SystemExit(f"{path}: 'bon' must be a dict of BoN baselines by N; the file is corrupt")
     return results
@@ -201,7 +196,8 @@ def train_and_score(run: dict) -> dict:
     steps = p["lr_steps"] if lr_run else p["steps"]
     lr = run["grid_lr"] if lr_run else _WORKER["lr_choice"][run["variant"] if not transform else "kl-rl"]
     beta = 1 / (run["n"] - 1)
-    config = mv.TrainConfig(method=method, n=run["n"], beta=beta if method == "kl-rl" else None, k=p["k"],
+    given = beta if "beta" in methods.method(method).requires else None  # else the row's default, 1/(N-1)
+    config = mv.TrainConfig(method=method, n=run["n"], beta=given, k=p["k"],
                             prompts_per_step=p["prompts_per_step"], steps=steps, lr=lr, seed=run["seed"],
                             eval_every=steps // 2 if lr_run else p["eval_every"], **settings)
     reward_fn = task.reward_fn if transform is None else (lambda s: TRANSFORMS[transform](task.reward_fn(s)))
@@ -269,21 +265,23 @@ def _start_with_choice(p: dict, threads: int, lr_choice: dict) -> None:
     _WORKER["lr_choice"] = lr_choice
 
 
-def main() -> None:
+def check_arguments(args: argparse.Namespace) -> None:
+    """The preset's defaults filled in (--out, --workers) and checked."""
+    cores = os.cpu_count() or 1
+    if args.workers is None:
+        args.workers = 2 if args.preset == "cpu" and cores >= 2 else 1
+    check_count(args.workers, "--workers")
+    args.out = args.out or results_path(f"sentiment_sweep_{args.preset}")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    parser.add_argument("--out", type=Path, help="results file (default: experiments/results/sentiment_sweep_<preset>.json)")
+    add_run_arguments(parser)  # --out, default: experiments/results/sentiment_sweep_<preset>.json
     parser.add_argument("--workers", type=int, help="runs trained at once, one process each (default: 2 for the "
                         "CPU preset with 2 or more cores, else 1)")
-    args = parser.parse_args()
-    p = PRESETS[args.preset]
-    cores = os.cpu_count() or 1
-    workers = args.workers if args.workers is not None else (2 if args.preset == "cpu" and cores >= 2 else 1)
-    if workers < 1:
-        parser.error(f"--workers must be at least 1, got {workers}")
-    out = args.out or ROOT / "experiments" / "results" / f"sentiment_sweep_{args.preset}.json"
-    check_writable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    args = parse_arguments(parser, argv, check_arguments)
+    p, out, workers = PRESETS[args.preset], args.out, args.workers
     settings = {"preset": args.preset, **p}
     results = read_results(out, settings)
     start_worker(p)  # the parent samples (and caches) the reference sets and pools once, before any worker starts

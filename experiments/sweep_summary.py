@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from results_io import mean_se
+
 BOOT = 2000
 METRICS = ["objective", "kl_to_bon", "kl_from_bon", "kl_to_bon_half_m", "kl_from_bon_half_m", "win_rate", "reward",
            "kl_k1", "kl_k3"]
@@ -47,10 +49,10 @@ def seed_table(runs: dict) -> dict:
                "plateaued_paired": sum(plateaued_paired(r) for r in rs), "steps": min(r["steps"] for r in rs),
                "lr": rs[0]["lr"], "objective_name": rs[0]["objective_name"]}
         for m in METRICS:
-            x = np.array([r[m] for r in rs if m in r], dtype=float)
-            if len(x):
-                row[m] = float(x.mean())
-                row[m + "_se"] = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
+            x = [r[m] for r in rs if m in r]
+            if x:
+                s = mean_se(x)
+                row[m], row[m + "_se"] = s["mean"], s["se"]
         for m in ("objective", "kl_to_bon", "kl_from_bon"):
             row["start_" + m] = rs[0]["curve"][0][m]
         table[f"{v}|N={n}"] = row

@@ -17,11 +17,20 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))  # the shared results_io
+from results_io import check_count, check_positive, parse_arguments  # noqa: E402
 
 
-def main() -> None:
+def check_arguments(args: argparse.Namespace) -> None:
+    for flag, minimum in (("--n", 2), ("--n-prompts", 1), ("--m", 1), ("--max-new-tokens", 1), ("--steps", 1),
+                          ("--num-generations", 2), ("--batch-size", 1), ("--seed", 0)):
+        check_count(getattr(args, flag[2:].replace("-", "_")), flag, minimum)
+    check_positive(args.lr, "--lr")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a folder for the trained model")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="hub name or local path (default: the book's local GPT-2)")
     parser.add_argument("--reward", default="vader", help="'vader' or a sequence-classifier hub name / path")
@@ -36,8 +45,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cdf", type=Path, default=Path("trl_vbon_out/reference_cdf.pt"))
-    parser.add_argument("--out", type=Path, default=Path("trl_vbon_out"))
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=Path("trl_vbon_out"), help="folder for the trained model")
+    args = parse_arguments(parser, argv, check_arguments, files=("--cdf",))
 
     import datasets
     import torch

@@ -13,43 +13,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "experiments"))
-from results_io import check_writable, write_atomic  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))  # the shared results_io
+from results_io import (add_run_arguments, check_count, mean_se, parse_arguments, results_path,  # noqa: E402
+                        write_atomic)
 
 N, M, M_TEST, NEW_TOKENS, STEPS, PROMPTS_PER_STEP, K, LR = 4, 64, 16, 16, 30, 8, 8, 5e-4
 
 
-def mean_se(values: list[float]) -> dict:
-    return {"mean": statistics.mean(values),
-            "se": statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")}
+def check_arguments(args: argparse.Namespace) -> None:
+    check_count(args.steps, "--steps")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2")
+    add_run_arguments(parser, seeds="0,1,2", out=results_path("trl_vs_loop"))
     parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "trl_vs_loop.json")
-    args = parser.parse_args()
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        parser.error(f"--seeds must be comma-separated whole numbers, got {args.seeds!r}")
-    if args.steps < 1:
-        parser.error(f"--steps must be at least 1, got {args.steps}")
-    try:
-        check_writable(args.out)
-    except SystemExit as e:
-        parser.error(str(e))
+    args = parse_arguments(parser, argv, check_arguments)
     import datasets
     import torch
     from transformers import PrinterCallback, ProgressCallback
@@ -66,7 +51,7 @@ def main() -> None:
     test_cdf = sentiment.cached_reference_cdf(task, task.test_prompts, M_TEST, seed=1)
     data = datasets.Dataset.from_dict({"prompt": list(texts.values()), "prompt_id": list(texts)})
     runs = []
-    for seed in seeds:
+    for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
             config = vbon_rloo_config(N, output_dir=tmp, max_completion_length=NEW_TOKENS, num_generations=K,
                                       per_device_train_batch_size=PROMPTS_PER_STEP * K, learning_rate=LR,
@@ -85,7 +70,7 @@ def main() -> None:
         e = sentiment.evaluate_policy(task, policy, task.test_prompts, test_cdf, samples_per_prompt=4, seed=3)
         runs.append({"seed": seed, "train_seconds": seconds, "win_rate": e["win_rate"], "kl_k1": e["kl_k1"]})
         print(f"seed {seed}: win rate {e['win_rate']:.3f}, KL {e['kl_k1']:.2f}, {seconds:.0f} s", flush=True)
-    sweep = json.loads((ROOT / "experiments" / "results" / "sentiment_sweep_cpu_30steps.json").read_text())
+    sweep = json.loads(results_path("sentiment_sweep_cpu_30steps").read_text())
     loop = [r for k, r in sweep["runs"].items() if k.startswith(f"vbon-l|N={N}|M={M}|")]
     from minivbon.provenance import provenance, task_fingerprint
 
@@ -95,8 +80,7 @@ def main() -> None:
            "trl": {"runs": runs, **{key: mean_se([r[key] for r in runs]) for key in ("win_rate", "kl_k1")}},
            "minivbon": {"seeds": sorted(r["seed"] for r in loop),
                         **{key: mean_se([r[key] for r in loop]) for key in ("win_rate", "kl_k1", "train_seconds")}}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out, out)  # temporary file, then os.replace
+    write_atomic(args.out, out)
     print(f"TRL over seeds: win rate {out['trl']['win_rate']['mean']:.3f} ± {out['trl']['win_rate']['se']:.3f}; "
           f"minivbon: {out['minivbon']['win_rate']['mean']:.3f} ± {out['minivbon']['win_rate']['se']:.3f}")
 
