@@ -16,38 +16,75 @@ import math
 import torch
 from torch import Tensor
 
-from .checks import check_int, check_positive, check_probs, check_rewards, check_same_shape
+from .checks import (as_float, broadcast_to, check_int, check_positive, check_probs, check_rewards, check_same_shape,
+                     check_sorted_finite)
 
 
-def _tie_classes(probs: Tensor, rewards: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(F_lt, F_le, pi(G(y)), probs renormalised), each (..., K), in the outcomes' own order.
+def _tie_classes(probs: Tensor, rewards: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor]:
+    """Group the outcomes into tie classes with one sort: ``(order, p_s, cls, F_lt, F_le, mass)``.
 
-    Sort the rewards once; y's tie class occupies sorted positions lo(y) .. hi(y)-1, found by binary
-    search (searchsorted, as :class:`~minivbon.EmpiricalCDF` does for samples). Then F_lt and F_le are
-    the cumulative mass before lo and before hi, and pi(G(y)) is summed member by member (not
-    F_le - F_lt, which loses a tiny class next to F = 1 to rounding).
+    The P = prod(...) rows of K outcomes are flattened. Sorting a row puts each tie class G in one
+    run of equal rewards; runs are numbered c = 0 .. C-1 in sorted order across all rows, and
+
+        cls[j] = (number of run starts at sorted positions <= j) - 1,
+        F_le(G) = cum[last position of G],   F_lt(G) = F_le(class below G) (0 for a row's lowest),
+        mass(G) = sum_{y in G} pi(y), added member by member (not F_le - F_lt, which loses a tiny
+                  class next to F = 1 to rounding),
+
+    with cum the cumulative mass in sorted order divided by its row total (so it ends at exactly 1).
+    Everything after the sort is O(K): one gather, a cumsum and a run-length count.
+
+    order (P*K,): flat index of the outcome at each sorted position; p_s (P*K,): pi in sorted order,
+    not renormalised (only pi(y) / mass(G(y)) is used); cls (P*K,): class of each sorted position,
+    or None when every class is a single outcome (no ties; then C = P*K and mass is p_s);
+    F_lt, F_le, mass (C,).
     """
-    r_s, order = rewards.sort(dim=-1)  # (..., K)
-    r_s = r_s.contiguous()
-    cum = probs.gather(-1, order).cumsum(-1)  # (..., K) mass of the first j+1 sorted outcomes
-    total = cum[..., -1:]
-    p, cum = probs / total, torch.cat([torch.zeros_like(total), cum / total], -1)  # cum: (..., K+1), ends at 1
-    r = rewards.contiguous()
-    lo = torch.searchsorted(r_s, r, right=False)  # (..., K) first sorted position of G(y)
-    hi = torch.searchsorted(r_s, r, right=True)  # (..., K) one past its last
-    class_mass = torch.zeros_like(p).scatter_add_(-1, lo, p).gather(-1, lo)  # pi(G(y)): members added up
-    return cum.gather(-1, lo), cum.gather(-1, hi), class_mass, p
+    k = probs.shape[-1]
+    r_s, order = rewards.reshape(-1, k).sort(dim=-1)  # (P, K)
+    check_sorted_finite(r_s)  # the rewards were not searched for NaN and infinities before the sort
+    if len(order) > 1:
+        order += torch.arange(0, order.numel(), k).unsqueeze(1)  # row offsets in the flat layout
+    order = order.view(-1)
+    p_s = probs.reshape(-1).index_select(0, order)
+    cum = p_s.view(-1, k).cumsum(-1)
+    cum = cum.div_(cum[:, -1:].clone()).view(-1)
+    step = r_s[:, 1:] != r_s[:, :-1]  # (P, K-1): a new class starts at the next position
+    if step.all():
+        cls, f_le, mass, lowest = None, cum, p_s, torch.arange(0, cum.numel(), k)
+    else:
+        edge = step.new_ones(len(step), 1)
+        cls = torch.cat([edge, step], 1).view(-1).cumsum(0).sub_(1)
+        f_le = cum[torch.cat([step, edge], 1).view(-1)]  # at each class's last position
+        mass = torch.zeros_like(f_le).index_add_(0, cls, p_s)
+        lowest = cls.view(-1, k)[:, 0]
+    f_lt = torch.cat([f_le.new_zeros(1), f_le[:-1]]).index_fill_(0, lowest, 0.0)
+    return order, p_s, cls, f_lt, f_le, mass
+
+
+def _rewards_like(x, p: Tensor) -> Tensor:
+    """Rewards as float64, broadcast to the shape of ``p``; :func:`_tie_classes` checks they are finite."""
+    return broadcast_to(as_float(x, "rewards"), p.shape, "rewards")
+
+
+def _per_outcome(x: Tensor, cls: Tensor | None) -> Tensor:
+    """A per-class quantity (C,) read at every sorted position: x[cls], shape (P*K,)."""
+    return x if cls is None else x.index_select(0, cls)
+
+
+def _unsort(x_s: Tensor, order: Tensor, shape: torch.Size) -> Tensor:
+    """Undo the reward sort: out[order[j]] = x_s[j], returned with shape (..., K)."""
+    return torch.empty_like(x_s).index_copy_(0, order, x_s).view(shape)
 
 
 def reward_cdf(probs, rewards) -> tuple[Tensor, Tensor]:
     """Reference CDF of the reward at each outcome: ``(F_lt, F_le)``, each (..., K).
 
     F_lt(y) = sum_{y': r(y') < r(y)} pi(y'),  F_le(y) = sum_{y': r(y') <= r(y)} pi(y').
-    O(K log K) per prompt: one sort and two binary searches.
+    O(K log K) per prompt: one sort, then a linear scan for the tie classes.
     """
     p = check_probs(probs)
-    f_lt, f_le, _, _ = _tie_classes(p, check_rewards(rewards, p))
-    return f_lt, f_le
+    order, _, cls, f_lt, f_le, _ = _tie_classes(p, _rewards_like(rewards, p))
+    return _unsort(_per_outcome(f_lt, cls), order, p.shape), _unsort(_per_outcome(f_le, cls), order, p.shape)
 
 
 def bon_probs(probs, rewards, n: int) -> Tensor:
@@ -56,18 +93,21 @@ def bon_probs(probs, rewards, n: int) -> Tensor:
         pi_bon(y) = pi(y) / pi(G(y)) * (F_le(y)^n - F_lt(y)^n),
 
     G(y) the outcomes tied with y. Without ties this is (F_lt + pi(y))^n - F_lt^n.
-    The difference of powers is taken in log space,
-    n log F_le + log(-expm1(n (log F_lt - log F_le))), so it neither
-    underflows nor cancels for n up to 10^6 and more.
+    The difference of powers is taken in log space, per tie class (shape (C,)),
+    F_le^n - F_lt^n = -exp(n log F_le) expm1(n (log F_lt - log F_le)), so it neither
+    underflows nor cancels for n up to 10^6 and more. O(K log K): one sort, then O(K).
     """
     n = check_int(n, "n")
     p = check_probs(probs)
-    f_lt, f_le, class_mass, p = _tie_classes(p, check_rewards(rewards, p))
-    log_le, log_lt = f_le.log(), f_lt.log()
-    gap = torch.where(f_le > 0, log_lt - log_le, -math.inf)  # <= 0
-    log_top = n * log_le + torch.log(-torch.expm1(n * gap))  # log P(top reward class = G(y))
-    share = torch.where(p > 0, p / class_mass.clamp_min(torch.finfo(p.dtype).tiny), 0.0)  # pi(y)/pi(G(y))
-    return share * log_top.exp()
+    order, p_s, cls, f_lt, f_le, mass = _tie_classes(p, _rewards_like(rewards, p))
+    log_le = f_le.log()
+    # log(F_lt / F_le) <= 0; it is -inf - (-inf) = NaN only where F_le = 0, and 0 there makes top 0
+    gap = f_lt.log().sub_(log_le).nan_to_num_(nan=0.0, neginf=-math.inf)
+    top = log_le.mul_(n).exp_().mul_(gap.mul_(n).expm1_()).neg_()  # (C,) P(top reward class = G)
+    if cls is not None:  # share pi(y)/pi(G(y)); without ties it is 1 (and top is 0 where pi(y) = 0)
+        tiny = torch.finfo(p_s.dtype).tiny
+        top = p_s / _per_outcome(mass.clamp_min(tiny), cls) * _per_outcome(top, cls)
+    return _unsort(top, order, p.shape)
 
 
 def bon_sample(probs, rewards, n: int, num_samples: int, generator: torch.Generator | None = None,

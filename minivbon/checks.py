@@ -36,6 +36,8 @@ def as_float(x, name: str) -> Tensor:
 
 def check_not_nan(t: Tensor, name: str, finite: bool = False) -> Tensor:
     """``t`` unchanged, or a ValueError if it holds NaN (or, with ``finite``, an infinity)."""
+    if finite and bool(torch.isfinite(t).all()):  # one pass when all is well; the message is found after
+        return t
     if torch.isnan(t).any():
         raise ValueError(f"{name} contains NaN")
     if finite and torch.isinf(t).any():
@@ -44,11 +46,17 @@ def check_not_nan(t: Tensor, name: str, finite: bool = False) -> Tensor:
 
 
 def check_probs(x, name: str = "probs") -> Tensor:
-    """A probability vector (or a batch of them) over the last dimension."""
-    p = check_not_nan(as_float(x, name), name, finite=True)
-    if (p < 0).any():
+    """A probability vector (or a batch of them) over the last dimension.
+
+    Two reductions when all is well: the sums (NaN or an infinity makes a sum non-finite, and only then is
+    the vector searched for which) and the minimum."""
+    p = as_float(x, name)
+    total = p.sum(-1)
+    if not bool(torch.isfinite(total).all()):
+        check_not_nan(p, name, finite=True)
+    if p.min() < 0:
         raise ValueError(f"{name} has a negative probability (min {p.min().item():.3g})")
-    err = (p.sum(-1) - 1).abs().max().item()
+    err = (total - 1).abs().max().item()
     if err > PROB_TOL:
         raise ValueError(f"{name} must sum to 1 over its last dimension (off by {err:.3g})")
     return p
@@ -57,6 +65,14 @@ def check_probs(x, name: str = "probs") -> Tensor:
 def check_rewards(x, like: Tensor, name: str = "rewards") -> Tensor:
     """Finite rewards for the outcomes of ``like``, broadcast to its shape (float64)."""
     return broadcast_to(check_not_nan(as_float(x, name), name, finite=True), like.shape, name)
+
+
+def check_sorted_finite(sorted_rows: Tensor, name: str = "rewards") -> None:
+    """Rewards sorted along the last dimension are all finite iff each row's ends are: sort puts -inf first,
+    and +inf and NaN last. O(rows), for functions that sort anyway (:func:`minivbon.bon_probs`)."""
+    ends = torch.stack([sorted_rows[..., 0], sorted_rows[..., -1]])
+    if not bool(torch.isfinite(ends).all()):
+        raise ValueError(f"{name} contains NaN" if torch.isnan(ends).any() else f"{name} contains an infinite value")
 
 
 def broadcast_to(t: Tensor, shape: torch.Size, name: str) -> Tensor:

@@ -52,6 +52,23 @@ def test_reward_cdf_matches_enumeration():
         assert f_le[y].item() == pytest.approx(p[r <= r[y]].sum().item(), abs=1e-15)
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_tie_classes_match_enumeration(ties):
+    from minivbon.bon import _per_outcome, _tie_classes, _unsort
+    rows = [random_problem(s, 7, ties=ties, zeros=s == 1) for s in range(3)]
+    p, r = torch.stack([a for a, _ in rows]), torch.stack([b for _, b in rows])
+    order, p_s, cls, f_lt, f_le, mass = _tie_classes(p, r)
+    assert (cls is None) == (not ties)
+    got = [_unsort(_per_outcome(x, cls), order, p.shape) for x in (f_lt, f_le, mass)] + [_unsort(p_s, order, p.shape)]
+    for i in range(3):
+        for y in range(7):
+            below, tied = r[i] < r[i, y], r[i] == r[i, y]
+            assert got[0][i, y].item() == pytest.approx(p[i][below].sum().item(), abs=1e-15)
+            assert got[1][i, y].item() == pytest.approx(p[i][below | tied].sum().item(), abs=1e-15)
+            assert got[2][i, y].item() == pytest.approx(p[i][tied].sum().item(), abs=1e-15)
+            assert got[3][i, y].item() == p[i, y].item()
+
+
 def test_batched_rows_are_independent():
     rows = [random_problem(s, 6, ties=s % 2 == 0) for s in range(4)]
     p = torch.stack([a for a, _ in rows])
