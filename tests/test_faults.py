@@ -293,7 +293,7 @@ def test_non_editable_install_loads_the_local_backend(tmp_path):
     assert where.startswith(site) and result == "2 True"
 
 
-# ---------------------------------------------------------------- found by a bad-input audit (823 cases)
+# ---------------------------------------------------------------- edge values: each gets a clear error or a right answer
 @pytest.mark.parametrize("call,error,match", [
     (lambda: mv.win_rate([0.5, 0.5], [0.6, 0.5], [0.0, 1.0]), ValueError, "ref_probs must sum to 1"),
     (lambda: dataclasses.replace(CONFIG, weight_decay=math.inf), ValueError, "weight_decay must be a finite"),
@@ -303,12 +303,12 @@ def test_non_editable_install_loads_the_local_backend(tmp_path):
     (lambda: rloo_advantages(torch.tensor([1.0, math.nan]), 2), ValueError, "rewards contains NaN"),
     (lambda: mv.kl_k1([-math.inf], [-math.inf]), ValueError, "both -inf"),
 ])
-def test_audit_findings(call, error, match):
+def test_edge_values_get_clear_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
 
 
-def test_audit_findings_with_answers(toy, tmp_path):
+def test_edge_values_get_right_answers(toy, tmp_path):
     world, ref, reward_fn, cdf = toy
     assert rloo_advantages(torch.tensor([1e308, 1e308], dtype=torch.float64), 2).tolist() == [0.0, 0.0]  # no overflow
     assert rloo_advantages(torch.tensor([1.0, 2.0], dtype=torch.bfloat16), 2).dtype == torch.float64

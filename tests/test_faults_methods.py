@@ -1,5 +1,5 @@
-"""Faults round 2: J-BOND's target, unread settings, all-or-nothing state, provenance of results, input checks of
-distill and trl, and clear errors. Each test asserts the outcome, not just "no crash"."""
+"""Faults in the distillation methods and the experiments: J-BOND's target, unread settings, all-or-nothing
+state, provenance of results, input checks of distill and trl, and clear errors. Each test asserts the outcome, not just "no crash"."""
 import json
 import math
 import os
