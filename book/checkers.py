@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minivbon as mv
-from minivbon import distill
+from minivbon import distill, extractive
 
 
 def _dist(draw, k: int) -> torch.Tensor:
@@ -185,6 +185,48 @@ def _rewards_with_nan(draw):
     return torch.tensor(draw(st.lists(values, min_size=p * k, max_size=p * k)), dtype=torch.float64), k
 
 
+def _bon_kl(probs, rewards, n):
+    return mv.kl_divergence(mv.bon_probs(probs, rewards, n), probs)
+
+
+@st.composite
+def _bon_kl_problems(draw):
+    """(probs (K,), rewards (K,), n): ties are common and some outcomes have probability 0, like the extracts
+    that use a sentence a paper lacks (chapter 8)."""
+    p, r, n = draw(categorical_problems(max_n=50))
+    zero = torch.tensor(draw(st.lists(st.booleans(), min_size=len(p), max_size=len(p))))
+    zero[int(p.argmax())] = False  # at least one outcome keeps its mass
+    p = torch.where(zero, 0.0, p)
+    return p / p.sum(), r, n
+
+
+def _gao_fit(kl, gold):
+    """Least squares of gold - gold[0] = d (alpha - beta d), d = sqrt(max(KL, 0)): (alpha, beta)."""
+    d = kl.clamp_min(0).sqrt()
+    x = torch.stack([d, -d * d], 1)
+    alpha, beta = torch.linalg.lstsq(x, (gold - gold[0])[:, None]).solution.squeeze(1)
+    return alpha, beta
+
+
+@st.composite
+def _bon_curves(draw):
+    """(kl (K,), gold (K,)): KL from 0 upwards in distinct steps (so the fit is well posed), gold anything."""
+    k = draw(st.integers(3, 10))
+    steps = draw(st.lists(st.integers(1, 8), min_size=k - 1, max_size=k - 1))
+    kl = torch.tensor([0] + steps, dtype=torch.float64).cumsum(0) / 4
+    return kl, torch.tensor(draw(st.lists(st.floats(-1, 1), min_size=k, max_size=k)), dtype=torch.float64)
+
+
+@st.composite
+def _preference_batches(draw):
+    """(r_a (B,), r_b (B,), label (B,)): rewards of both extracts of B pairs (requiring grad), 1 where a won."""
+    b = draw(st.integers(1, 6))
+    vec = lambda: torch.tensor(draw(st.lists(st.floats(-20, 20), min_size=b, max_size=b)),  # noqa: E731
+                               dtype=torch.float64).requires_grad_()
+    return vec(), vec(), torch.tensor(draw(st.lists(st.sampled_from([0.0, 1.0]), min_size=b, max_size=b)),
+                                      dtype=torch.float64)
+
+
 @dataclass
 class Exercise:
     signature: str  # what the reader writes
@@ -273,6 +315,15 @@ EXERCISES: dict[str, Exercise] = {
     "rloo_advantages_nan": Exercise("f(rewards (P*k,) with NaN for unscorable, k) -> (P*k,) advantages",
                                     _rloo_advantages_nan, _rewards_with_nan(),
                                     cases=[(_t(1.0, math.nan, 3.0, 2.0), 2), (_t(1.0, 2.0, math.nan), 3)]),
+    "bradley_terry_loss": Exercise("f(r_a (B,), r_b (B,), label (B,)) -> mean Bradley-Terry loss",
+                                   extractive.bradley_terry_loss, _preference_batches(), grad=True,
+                                   cases=[(_t(800.0, -800.0).requires_grad_(), _t(0.0, 0.0).requires_grad_(),
+                                           _t(0.0, 1.0))]),
+    "bon_kl": Exercise("f(probs (K,), rewards (K,), n) -> KL(pi_bon || pi)", _bon_kl, _bon_kl_problems(),
+                       cases=[(_t(0.0, 0.5, 0.5, 0.0), _t(0.0, 1.0, 1.0, 2.0), 4),
+                              (_t(1e-3, 0.5, 0.499, 0.0), _t(0.0, 1.0, 2.0, 3.0), 10000)]),
+    "gao_fit": Exercise("f(kl (K,), gold (K,)) -> (alpha, beta)", _gao_fit, _bon_curves(),
+                        cases=[(_t(-2e-17, 0.25, 1.0, 2.25, 4.0), _t(0.2, 0.2175, 0.23, 0.2375, 0.24))]),
     "pareto_front": Exercise("f(kl (K,), value (K,)) -> (K,) bool, True on the upper-left Pareto front", _pareto_front,
                              st.integers(1, 8).flatmap(lambda k: st.tuples(
                                  *[st.lists(st.integers(0, 4).map(float), min_size=k, max_size=k)

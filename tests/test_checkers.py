@@ -68,6 +68,10 @@ WRONG = {
         ((refs[ids[0]] < r[:, None]).double().sum(-1) + (refs[ids[0]] == r[:, None]).double().sum(-1) / 2 + 1)
         / (len(refs[ids[0]]) + 1)),
     "rloo_advantages_nan": lambda r, k: SOLUTIONS["rloo_advantages"](r.nan_to_num(0.0), k),  # unscorable as 0
+    "bradley_terry_loss": lambda a, b, y: -(y * torch.sigmoid(a - b).log()  # log(sigmoid) is -inf at d = -800
+                                            + (1 - y) * torch.sigmoid(b - a).log()).mean(),
+    "bon_kl": lambda p, r, n: kl_divergence(naive_bon_no_ties(p, r, n), p),  # forgets the ties
+    "gao_fit": lambda kl, g: SOLUTIONS["gao_fit"](kl.clamp_min(0) ** 2, g),  # fits in KL, not in sqrt(KL)
 }
 
 
