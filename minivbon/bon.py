@@ -46,9 +46,9 @@ def _tie_classes(probs: Tensor, rewards: Tensor) -> tuple[Tensor, Tensor, Tensor
         order += torch.arange(0, order.numel(), k).unsqueeze(1)  # row offsets in the flat layout
     order = order.view(-1)
     p_s = probs.reshape(-1).index_select(0, order)
-    cum = p_s.view(-1, k).cumsum(-1)
-    cum = cum.div_(cum[:, -1:].clone()).view(-1)
     step = r_s[:, 1:] != r_s[:, :-1]  # (P, K-1): a new class starts at the next position
+    cum = torch.cumsum(p_s.view(-1, k), -1, out=r_s)  # into r_s's memory: the sorted rewards are done with
+    cum = cum.div_(cum[:, -1:].clone()).view(-1)
     if step.all():
         cls, f_le, mass, lowest = None, cum, p_s, torch.arange(0, cum.numel(), k)
     else:
@@ -71,9 +71,10 @@ def _per_outcome(x: Tensor, cls: Tensor | None) -> Tensor:
     return x if cls is None else x.index_select(0, cls)
 
 
-def _unsort(x_s: Tensor, order: Tensor, shape: torch.Size) -> Tensor:
-    """Undo the reward sort: out[order[j]] = x_s[j], returned with shape (..., K)."""
-    return torch.empty_like(x_s).index_copy_(0, order, x_s).view(shape)
+def _unsort(x_s: Tensor, order: Tensor, shape: torch.Size, out: Tensor | None = None) -> Tensor:
+    """Undo the reward sort: out[order[j]] = x_s[j], returned with shape (..., K); ``out`` (P*K,), if given,
+    is a spare buffer to write into (every entry is written, since ``order`` is a permutation)."""
+    return (torch.empty_like(x_s) if out is None else out).index_copy_(0, order, x_s).view(shape)
 
 
 def reward_cdf(probs, rewards) -> tuple[Tensor, Tensor]:
@@ -100,14 +101,15 @@ def bon_probs(probs, rewards, n: int) -> Tensor:
     n = check_int(n, "n")
     p = check_probs(probs)
     order, p_s, cls, f_lt, f_le, mass = _tie_classes(p, _rewards_like(rewards, p))
-    log_le = f_le.log()
+    # in place where it can be: at large K each fresh temporary costs as much as the arithmetic on it
+    log_le = f_le.log_()
     # log(F_lt / F_le) <= 0; it is -inf - (-inf) = NaN only where F_le = 0, and 0 there makes top 0
-    gap = f_lt.log().sub_(log_le).nan_to_num_(nan=0.0, neginf=-math.inf)
+    gap = f_lt.log_().sub_(log_le).nan_to_num_(nan=0.0, neginf=-math.inf)
     top = log_le.mul_(n).exp_().mul_(gap.mul_(n).expm1_()).neg_()  # (C,) P(top reward class = G)
-    if cls is not None:  # share pi(y)/pi(G(y)); without ties it is 1 (and top is 0 where pi(y) = 0)
-        tiny = torch.finfo(p_s.dtype).tiny
-        top = p_s / _per_outcome(mass.clamp_min(tiny), cls) * _per_outcome(top, cls)
-    return _unsort(top, order, p.shape)
+    if cls is None:  # share pi(y)/pi(G(y)) is 1 (and top is 0 where pi(y) = 0); p_s's memory takes the result
+        return _unsort(top, order, p.shape, out=p_s)
+    tiny = torch.finfo(p_s.dtype).tiny
+    return _unsort(p_s / _per_outcome(mass.clamp_min(tiny), cls) * _per_outcome(top, cls), order, p.shape)
 
 
 def bon_sample(probs, rewards, n: int, num_samples: int, generator: torch.Generator | None = None,
