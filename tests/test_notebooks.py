@@ -22,6 +22,8 @@ def test_committed_notebook_is_normalised(path):
     assert json.dumps(normalize_notebooks.normalize(json.loads(text)), indent=1, ensure_ascii=False) + "\n" == text, \
         f"run: python tools/normalize_notebooks.py {path.relative_to(ROOT)}"
     assert "widgets" not in nb["metadata"]
+    ids = [cell.get("id") for cell in nb["cells"]]  # nbformat 4.5: every cell has a unique id
+    assert None not in ids and len(set(ids)) == len(ids), f"{path.name}: a cell has no id, or two share one"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
