@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn.functional import logsigmoid
 
 from .checks import check_int, check_positive
+from .distance import mean_se
 from .policy import Samples
 
 
@@ -238,5 +239,4 @@ def pairwise_accuracy(scores: Tensor, gold: Tensor, valid: Tensor) -> tuple[floa
     agree = (ds > 0).double() + 0.5 * (ds == 0).double()
     per_paper = (agree * pair).sum((1, 2)) / pair.sum((1, 2)).clamp_min(1)
     keep = pair.sum((1, 2)) > 0
-    acc = per_paper[keep]
-    return acc.mean().item(), (acc.std() / math.sqrt(len(acc))).item() if len(acc) > 1 else float("nan")
+    return mean_se(per_paper[keep])
