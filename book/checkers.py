@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 
 import minivbon as mv
 from minivbon import distill, extractive
+from minivbon.inference_aware import bon_expected_utility
+from minivbon.pass_at_k import max_at_k_rewards
 
 
 def _dist(draw, k: int) -> torch.Tensor:
@@ -227,6 +229,30 @@ def _preference_batches(draw):
                                       dtype=torch.float64)
 
 
+@st.composite
+def _soft_bon_problems(draw):
+    """(probs (K,), rewards (K,), n <= 4, temperature): small enough to list every n-tuple; ties common."""
+    p, r, _ = draw(categorical_problems(max_k=6))
+    return p, r, draw(st.integers(1, 4)), draw(st.sampled_from([0.2, 0.5, 1.0, 2.0, 5.0]))
+
+
+def _bon_expected_reward(q, rewards, n):
+    return bon_expected_utility(q, rewards, n)
+
+
+def _max_at_k_rewards(rewards, k):
+    return max_at_k_rewards(rewards[None], k)[0]
+
+
+@st.composite
+def _group_rewards(draw):
+    """(rewards (n,), k) with 1 <= k < n <= 8 and ties common."""
+    n = draw(st.integers(2, 8))
+    values = draw(st.lists(st.integers(-3, 3).map(float), min_size=n, max_size=n))
+    return torch.tensor(values, dtype=torch.float64), draw(st.integers(1, n - 1))
+
+
+
 @dataclass
 class Exercise:
     signature: str  # what the reader writes
@@ -328,6 +354,15 @@ EXERCISES: dict[str, Exercise] = {
                              st.integers(1, 8).flatmap(lambda k: st.tuples(
                                  *[st.lists(st.integers(0, 4).map(float), min_size=k, max_size=k)
                                    .map(lambda v: torch.tensor(v, dtype=torch.float64))] * 2))),
+    "soft_bon_law": Exercise("f(probs (K,), rewards (K,), n, temperature) -> (K,) law of soft Best-of-n",
+                             mv.bon.soft_bon_probs, _soft_bon_problems(),
+                             cases=[(_t(0.2, 0.3, 0.5), _t(0.0, 1.0, 1.0), 3, 0.5), (_t(0.5, 0.5), _t(0.0, 50.0), 4, 0.2)]),
+    "bon_expected_reward": Exercise("f(q (K,), rewards (K,), n) -> E over Best-of-n of q of r", _bon_expected_reward,
+                                    _with_policy().map(lambda c: (c[0], c[2], c[3])),
+                                    cases=[(_t(1e-3, 0.5, 0.499), _t(0.0, 1.0, 1.0), 10000)]),
+    "max_at_k_rewards": Exercise("f(rewards (n,), k) -> (n,) PKPO rewards minus the leave-one-out baseline",
+                                 _max_at_k_rewards, _group_rewards(),
+                                 cases=[(_t(1.0, 1.0, 0.0, 2.0, 2.0), 2), (_t(0.0, 1.0, 0.0, 0.0, 1.0, 0.0), 5)]),
 }
 
 

@@ -316,8 +316,9 @@ class ControlPanel(Interactive):
                 plot = LivePlot(label, image=self.image, kl_bound=mv.bon_kl_bound(run["n"]))
                 self.image.value = plot.png()
                 self.image.layout.display = None  # shown from the first picture on
-                p = self.preset
-                config = mv.TrainConfig(method=run["method"], n=run["n"], beta=run["beta"], k=p["k"],
+                p, row = self.preset, METHODS[run["method"]]
+                k = p["k"] if row.min_k_of_n is None else max(p["k"], row.min_k_of_n(run["n"]))  # bon-aware: n + 1
+                config = mv.TrainConfig(method=run["method"], n=run["n"], beta=run["beta"], k=k,
                                         prompts_per_step=p["prompts_per_step"], steps=run["steps"], lr=p["lr"],
                                         seed=p["seed"], ties="aware")
                 trainer = train_method(self.task, self.cdf, config, plot, self.stop, self.every)

@@ -5,7 +5,8 @@ Modules: ``bon`` (Best-of-N on categorical distributions), ``objectives`` (the v
 KL(pi_bon || q) estimated from samples), ``methods`` (every training method as one row of a table),
 ``config``, ``rloo`` and ``loop`` (the one training loop), ``distill`` and ``dpo`` (the losses that distil BoN
 from its samples),
-``toy`` / ``lm`` / ``sentiment`` (policies and tasks), ``storage`` and ``provenance`` (state and results on
+``soft_bon``, ``inference_aware`` and ``pass_at_k`` (aligning for the sampler used at inference: soft Best-of-n,
+BoN-aware fine-tuning, calibrated rewards, max@k rewards), ``toy`` / ``lm`` / ``sentiment`` (policies and tasks), ``storage`` and ``provenance`` (state and results on
 disk). No name re-exported here shadows a module.
 """
 from .bon import (bon_kl_bound, bon_probs, bon_sample, expected_reward, kl_divergence, kl_rl_policy,

@@ -112,14 +112,27 @@ def bon_probs(probs, rewards, n: int) -> Tensor:
     return _unsort(p_s / _per_outcome(mass.clamp_min(tiny), cls) * _per_outcome(top, cls), order, p.shape)
 
 
+def reference_draws(probs: Tensor, n: int, num_samples: int, generator: torch.Generator | None = None,
+                    chunk: int = 1 << 22):
+    """Yield ``num_samples`` runs of n reference draws per row of ``probs`` (P, K), in chunks: (P, s, n) each.
+
+    Inverse-CDF sampling (binary search in the cumulative probabilities), at most ``chunk`` draws at once.
+    """
+    cum = probs.to(torch.float64).cumsum(-1)
+    cum = (cum / cum[:, -1:]).contiguous()
+    per_chunk = max(1, chunk // (n * probs.shape[0]))
+    for start in range(0, num_samples, per_chunk):
+        s = min(per_chunk, num_samples - start)
+        u = torch.rand(probs.shape[0], s * n, dtype=torch.float64, generator=generator)
+        yield torch.searchsorted(cum, u, right=True).clamp_max(probs.shape[-1] - 1).view(-1, s, n)
+
+
 def bon_sample(probs, rewards, n: int, num_samples: int, generator: torch.Generator | None = None,
                chunk: int = 1 << 22) -> Tensor:
     """Run the Best-of-n algorithm ``num_samples`` times: LongTensor (..., num_samples).
 
-    Each run draws n outcomes from pi and returns one of the maximal-reward
-    draws, chosen uniformly at random. Vectorised: draws come from inverse-CDF
-    sampling (binary search in the cumulative probabilities), processed in
-    chunks of at most ``chunk`` draws.
+    Each run draws n outcomes from pi (:func:`reference_draws`) and returns one of the maximal-reward
+    draws, chosen uniformly at random.
     """
     n = check_int(n, "n", maximum=chunk, why=" (one run of Best-of-n holds its n draws in memory at once)")
     num_samples = check_int(num_samples, "num_samples")
@@ -127,15 +140,9 @@ def bon_sample(probs, rewards, n: int, num_samples: int, generator: torch.Genera
     r = check_rewards(rewards, p)
     batch = p.shape[:-1]
     p2, r2 = p.reshape(-1, p.shape[-1]), r.reshape(-1, p.shape[-1])  # (P, K)
-    cum = p2.to(torch.float64).cumsum(-1)
-    cum = (cum / cum[:, -1:]).contiguous()
-    per_chunk = max(1, chunk // (n * p2.shape[0]))
     out = []
-    for start in range(0, num_samples, per_chunk):
-        s = min(per_chunk, num_samples - start)
-        u = torch.rand(p2.shape[0], s * n, dtype=torch.float64, generator=generator)
-        draws = torch.searchsorted(cum, u, right=True).clamp_max(p2.shape[-1] - 1).view(-1, s, n)  # (P, s, n)
-        dr = r2.gather(-1, draws.view(p2.shape[0], -1)).view(-1, s, n)  # rewards of the draws
+    for draws in reference_draws(p2, n, num_samples, generator, chunk):  # (P, s, n)
+        dr = r2.gather(-1, draws.flatten(1)).view(draws.shape)  # rewards of the draws
         is_max = dr == dr.amax(-1, keepdim=True)
         keys = torch.rand(dr.shape, generator=generator).masked_fill(~is_max, -1.0)  # random tie-break
         out.append(draws.gather(-1, keys.argmax(-1, keepdim=True)).squeeze(-1))  # (P, s)
@@ -189,3 +196,6 @@ def expected_reward(probs, rewards) -> Tensor:
     """E_{y~probs}[r(y)], shape (...)."""
     p = check_probs(probs)
     return (p * check_rewards(rewards, p)).sum(-1)
+
+
+from .soft_bon import soft_bon_probs, soft_bon_sample  # noqa: E402  soft Best-of-n lives beside its own integral

@@ -16,6 +16,7 @@ learning-rate schedule, checkpoints, evaluation and the all-or-nothing step::
     | vbon    | RLOO, task log(pi_bon/pi)(y)/(n-1), exact, ties aware  | k policy         | yes | 2     | beta, ties    |
     | vbon-l  | RLOO, task log F_mid(r(y)) (F_hat with ties="paper")   | k policy         | yes | 2     | beta, ties    |
     | kl-rl   | RLOO, task r(y), beta given                            | k policy         | no  | 2     | beta          |
+    | bon-aware | E[max of n rewards of q]: PKPO rewards, beta given    | k >= n+1 policy  | no  | n+1   | beta          |
     | bon-sft | SFT on the best of n reference samples                 | n reference      | no  | 1     |               |
     | bonbon  | SFT + IPO contrast of the best and worst of n          | n reference      | no  | 1     | alpha         |
     | dpo     | DPO on the best and worst of n                          | n reference      | no  | 1     | beta          |
@@ -34,6 +35,7 @@ from typing import Callable
 from . import distill
 from .dpo import dpo_loss
 from .objectives import vbon_reward
+from .pass_at_k import max_at_k_rewards
 from .rloo import rl_loss
 
 
@@ -47,6 +49,7 @@ class Method:
     needs_cdf: bool = False  # needs an EmpiricalCDF of reference rewards (cdf=...)
     min_k: int = 2  # RLOO needs two samples per prompt; methods that sample no policy output need one
     min_n: int = 2
+    min_k_of_n: Callable | None = None  # min_k_of_n(n): a least k that grows with n (bon-aware: n + 1)
     reads: tuple[str, ...] = ()  # the method-specific settings it reads; any other is refused unless default
     requires: tuple[str, ...] = ()  # settings that must be given (not None)
     check: Callable | None = None  # check(config): further checks of a config, may fill derived settings
@@ -59,11 +62,11 @@ def sample_k(run, prompts: list):
     return run.policy.sample([p for p in prompts for _ in range(run.config.k)], run.generator)
 
 
-def rl_step(run, samples, raw, task, kl_coef: float | None = None, reference=None) -> tuple:
+def rl_step(run, samples, raw, task, kl_coef: float | None = None, reference=None, task_is_advantage=False) -> tuple:
     """rl_loss on ``samples`` with task reward ``task`` (tensor or function of log pi); stats with the raw reward."""
     cfg = run.config
     loss, stats = rl_loss(run.policy, run.reference if reference is None else reference, samples, task,
-                          cfg.kl_coef if kl_coef is None else kl_coef, cfg.k)
+                          cfg.kl_coef if kl_coef is None else kl_coef, cfg.k, task_is_advantage)
     return loss, {"reward": raw.double().mean().item(), **stats}
 
 
@@ -98,6 +101,16 @@ def kl_rl_step(run, prompts, scored):
     samples = sample_k(run, prompts)
     raw = scored(samples)
     return rl_step(run, samples, raw, raw.cpu())
+
+
+def bon_aware_step(run, prompts, scored):
+    """BoN-aware fine-tuning: the gradient of E[max of n rewards of the policy] from k >= n + 1 samples (PKPO's
+    per-sample rewards with their leave-one-out baseline, times k: the loss averages over the k samples)."""
+    cfg = run.config
+    samples = sample_k(run, prompts)
+    raw = scored(samples)
+    task = cfg.k * max_at_k_rewards(raw.view(-1, cfg.k).cpu(), cfg.n).view(-1)
+    return rl_step(run, samples, raw, task, task_is_advantage=True)
 
 
 def best_and_worst(run, prompts, scored):
@@ -160,6 +173,8 @@ METHODS: dict[str, Method] = {
                      reads=("beta", "ties")),
     "kl-rl": Method(kl_rl_step, lambda cfg: cfg.k, "KL-RL: RLOO on the raw reward, beta given", min_n=1, reads=("beta",),
                     requires=("beta",)),
+    "bon-aware": Method(bon_aware_step, lambda cfg: cfg.k, "BoN-aware: RL on what Best-of-n of the policy earns",
+                        reads=("beta",), requires=("beta",), min_k_of_n=lambda n: n + 1),
     "bon-sft": Method(bon_sft_step, lambda cfg: cfg.n, "BoN-SFT: maximum likelihood on Best-of-n samples", min_k=1),
     "bonbon": Method(bonbon_step, lambda cfg: cfg.n, "BoNBoN: SFT + IPO on the best and worst of n", min_k=1, reads=("alpha",)),
     "dpo": Method(dpo_step, lambda cfg: cfg.n, "DPO on the best and worst of n", min_k=1, reads=("beta",)),

@@ -1,5 +1,5 @@
 """vBoN-L with Hugging Face TRL: a reward function for ``RLOOTrainer``, the reference CDFs it reads, and a
-config that keeps beta = 1/(N-1). Needs the optional extra: ``pip install "minivbon[trl]"``.
+config that keeps beta = 1/(N-1); also InfAlign's calibrated rewards and PKPO's max@k rewards. Needs the optional extra: ``pip install "minivbon[trl]"``.
 
 Where TRL puts the KL. ``RLOOTrainer`` (trl 1.16, ``trl/trainer/rloo_trainer.py``) subtracts beta times a
 per-sequence KL from each completion's reward *before* the leave-one-out baseline
@@ -25,57 +25,8 @@ from transformers import TrainerCallback
 from .checks import check_int, check_positive, check_reward_batch
 from .lm import LMPolicy
 from .objectives import EmpiricalCDF
+from .trl_rewards import CalibratedReward, MaxAtKReward, VBoNLReward, reward_tensor  # noqa: F401  re-exported
 from .policy import reference_cdf
-
-
-class VBoNLReward:
-    """TRL reward function: log F_mid(r(prompt + completion)) for each completion, looked up per prompt.
-
-    TRL calls it as ``f(prompts=[...], completions=[...], completion_ids=[...], **columns)``: one entry per
-    completion, and every other dataset column as a list of the same length. ``key`` names the column that
-    holds each prompt's id in ``cdf`` (the prompt text is no safe key: TRL re-tokenises it). ``reward`` maps
-    texts to rewards (B,); F_mid counts reference rewards tied with r(y) as half (the tie-aware vBoN-L of
-    :func:`minivbon.vbon_reward`).
-    """
-
-    def __init__(self, cdf: EmpiricalCDF, reward: Callable[[list[str]], Tensor], key: str = "prompt_id"):
-        if not isinstance(cdf, EmpiricalCDF):
-            raise TypeError(f"cdf must be an EmpiricalCDF, got {type(cdf).__name__}")
-        if not callable(reward):
-            raise TypeError(f"reward must map a list of texts to rewards, got {type(reward).__name__}")
-        if not isinstance(key, str) or not key:
-            raise TypeError(f"key must name a dataset column (a non-empty str), got {key!r}")
-        self.cdf, self.reward, self.key = cdf, reward, key
-        self.__name__ = "vbon_l"  # TRL logs each reward function under its __name__
-
-    def __call__(self, prompts: list, completions: list, **columns) -> list[float]:
-        if self.key not in columns:
-            raise KeyError(f"VBoNLReward needs the dataset column {self.key!r} (each prompt's id in the CDF); TRL "
-                           f"passed the columns {sorted(k for k in columns if not k.startswith('log_'))}")
-        ids = columns[self.key]
-        for value, name in ((prompts, "prompts"), (completions, "completions"), (ids, self.key)):
-            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-                raise TypeError(f"{name} must be a list with one entry per completion, got {type(value).__name__}"
-                                + (" (a str would be scored character by character)" if isinstance(value, str) else ""))
-        if not len(prompts) == len(completions) == len(ids) or not prompts:
-            raise ValueError(f"prompts, completions and {self.key} must have one entry per completion (and at least "
-                             f"one); got {len(prompts)}, {len(completions)} and {len(ids)}")
-        if not all(isinstance(p, str) and isinstance(c, str) for p, c in zip(prompts, completions)):
-            raise TypeError("VBoNLReward scores plain-text prompts and completions, not conversational messages")
-        raw = reward_tensor(self.reward([p + c for p, c in zip(prompts, completions)]), len(prompts))
-        return self.cdf.log_cdf(list(ids), raw, ties="mid").tolist()
-
-
-def reward_tensor(values, count: int) -> Tensor:
-    """A reward function's output for ``count`` texts as float64 (count,), refused exactly as minivbon's loop
-    refuses it (:func:`minivbon.checks.check_reward_batch`); a list of real numbers is accepted as a tensor."""
-    if isinstance(values, (list, tuple)):
-        wrong = [v for v in values if isinstance(v, (bool, complex)) or not isinstance(v, (int, float, Tensor))]
-        if wrong:
-            raise TypeError(f"the reward function must return real numbers, got {type(wrong[0]).__name__} "
-                            f"{wrong[0]!r:.40}")
-        values = torch.as_tensor(values, dtype=torch.float64)
-    return check_reward_batch(values, count, "VBoNLReward").double()
 
 
 @torch.no_grad()

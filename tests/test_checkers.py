@@ -12,6 +12,7 @@ BOOK = Path(__file__).resolve().parents[1] / "book"
 sys.path.insert(0, str(BOOK))
 import checkers  # noqa: E402
 from minivbon import bon_probs, kl_divergence, reward_cdf  # noqa: E402
+from minivbon.pass_at_k import max_at_k_rewards  # noqa: E402
 
 SOLUTIONS = {}
 for chapter in sorted((BOOK / "solutions").glob("chapter*.py")):
@@ -68,6 +69,9 @@ WRONG = {
         ((refs[ids[0]] < r[:, None]).double().sum(-1) + (refs[ids[0]] == r[:, None]).double().sum(-1) / 2 + 1)
         / (len(refs[ids[0]]) + 1)),
     "rloo_advantages_nan": lambda r, k: SOLUTIONS["rloo_advantages"](r.nan_to_num(0.0), k),  # unscorable as 0
+    "soft_bon_law": lambda p, r, n, t: torch.softmax(p.log() + r / t, 0),  # the n -> infinity limit, not n
+    "bon_expected_reward": lambda q, r, n: (naive_bon_no_ties(q, r, n) * r).sum(),  # forgets the ties
+    "max_at_k_rewards": lambda r, k: max_at_k_rewards(r[None], k, baseline=False)[0],  # no baseline
     "bradley_terry_loss": lambda a, b, y: -(y * torch.sigmoid(a - b).log()  # log(sigmoid) is -inf at d = -800
                                             + (1 - y) * torch.sigmoid(b - a).log()).mean(),
     "bon_kl": lambda p, r, n: kl_divergence(naive_bon_no_ties(p, r, n), p),  # forgets the ties

@@ -16,7 +16,8 @@ NON_DEFAULT = {"beta": 0.5, "ties": "paper", "alpha": 0.2, "eta": 0.3, "anchor_e
 def config_for(name: str, **settings) -> TrainConfig:
     """The smallest config of a method: beta given where it must be."""
     given = {"beta": 0.5} if "beta" in METHODS[name].requires else {}
-    return TrainConfig(**{"method": name, "n": 4, "k": 2, "prompts_per_step": 2, "steps": 2, "lr": 0.1, **given,
+    k = 2 if METHODS[name].min_k_of_n is None else METHODS[name].min_k_of_n(4)  # bon-aware: k >= n + 1
+    return TrainConfig(**{"method": name, "n": 4, "k": k, "prompts_per_step": 2, "steps": 2, "lr": 0.1, **given,
                           **settings})
 
 
@@ -68,9 +69,10 @@ def test_every_unread_setting_is_refused_naming_exactly_its_readers(setting):
 
 def test_min_k_and_min_n_come_from_the_row():
     for name, row in METHODS.items():
-        with pytest.raises(ValueError, match=f"k must be .*{row.min_k}"):
-            config_for(name, k=row.min_k - 1)
-        assert config_for(name, k=row.min_k).k == row.min_k
+        least = row.min_k if row.min_k_of_n is None else row.min_k_of_n(4)  # bon-aware: k >= n + 1 = 5
+        with pytest.raises(ValueError, match=f"k must be .*{least}"):
+            config_for(name, k=least - 1)
+        assert config_for(name, k=least).k == least
     assert TrainConfig(method="bon-sft", k=1).k == 1  # samples no policy output: one is enough
     with pytest.raises(ValueError, match="n"):
         TrainConfig(method="vbon", n=1)
@@ -95,7 +97,7 @@ def test_a_new_row_is_all_a_new_method_needs(toy, monkeypatch):
     monkeypatch.setitem(METHODS, "sft-ref", row)
     cfg = TrainConfig(method="sft-ref", k=3, prompts_per_step=4, steps=3, lr=0.1)
     assert cfg.step_budget == (12, 12)
-    with pytest.raises(ValueError, match="only vbon, vbon-l, kl-rl, dpo, bond read beta"):
+    with pytest.raises(ValueError, match="only vbon, vbon-l, kl-rl, bon-aware, dpo, bond read beta"):
         TrainConfig(method="sft-ref", beta=0.5)
     trainer = Trainer(TabularPolicy.from_first_order(world.ref_logits), ref, [0, 1], reward_fn, cfg)
     history = trainer.run(progress=False)
