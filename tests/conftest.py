@@ -28,3 +28,12 @@ def make_toy():
 def toy():
     """A two-prompt string world (3 tokens, length 3) with a CDF from 50 samples per prompt."""
     return _toy(2, 3, 3, 50)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny tensors: on a busy 2-core machine a second torch thread makes them 10-30 times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

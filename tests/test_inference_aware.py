@@ -13,13 +13,7 @@ from minivbon.inference_aware import (TRANSFORMS, bon_aware_objective, bon_aware
 from minivbon.toy import make_world
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are tiny: on a busy 2-core machine a second torch thread makes them many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one torch thread (tests/conftest.py)
 
 
 def random_problem(seed, k, shape=()):
