@@ -105,7 +105,7 @@ def kl_rl_step(run, prompts, scored):
 
 def bon_aware_step(run, prompts, scored):
     """BoN-aware fine-tuning: the gradient of E[max of n rewards of the policy] from k >= n + 1 samples (PKPO's
-    per-sample rewards with their leave-one-out baseline, times k: the loss averages over the k samples)."""
+    per-sample rewards with a leave-one-out baseline, times k: the loss averages over the k samples)."""
     cfg = run.config
     samples = sample_k(run, prompts)
     raw = scored(samples)

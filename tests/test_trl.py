@@ -156,3 +156,39 @@ def test_the_seed_comparison_script_scores_trl_runs_beside_the_sweep(tmp_path):
     data = json.loads(out.read_text())
     assert [r["seed"] for r in data["trl"]["runs"]] == [0] and 0 <= data["trl"]["win_rate"]["mean"] <= 1
     assert data["minivbon"]["seeds"] == [0, 1, 2] and data["trl_version"] == trl.__version__
+
+
+def test_max_at_k_reward_sees_each_prompts_group_together_in_a_real_rloo_run(local, tmp_path):
+    """TRL's RLOOTrainer hands MaxAtKReward each prompt's completions next to each other, as it assumes; the
+    rewards it returns are PKPO's, group by group, and sum to 0 within each group."""
+    import datasets
+
+    from minivbon.pass_at_k import max_at_k_rewards
+    from minivbon.trl import MaxAtKReward
+
+    task, texts = local
+    reward = MaxAtKReward(task.reward, k=2, group=3)
+    seen = []
+
+    def spy(prompts, completions, **columns):
+        out = reward(prompts, completions, **columns)
+        seen.append((list(prompts), list(completions), list(columns["prompt_id"]), out))
+        return out
+
+    spy.__name__ = reward.__name__
+    data = datasets.Dataset.from_dict({"prompt": list(texts.values()), "prompt_id": list(texts)})
+    config = trl.RLOOConfig(output_dir=str(tmp_path), max_completion_length=6, num_generations=3,
+                            per_device_train_batch_size=6, learning_rate=1e-3, max_steps=2, logging_steps=1,
+                            save_strategy="no", gradient_checkpointing=False, seed=0, disable_tqdm=True,
+                            use_cpu=True, bf16=False, report_to="none", beta=0.1, disable_dropout=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        trainer = trl.RLOOTrainer(model=str(sentiment.require_data() / "local-gpt2"), reward_funcs=spy, args=config,
+                                  train_dataset=data, processing_class=task.policy.tokenizer)
+        trainer.train()
+    assert len(seen) == 2 and all(len(s[0]) == 6 for s in seen)  # 2 prompts x 3 generations per step
+    for prompts, completions, ids, out in seen:
+        assert ids[0:3] == [ids[0]] * 3 and ids[3:6] == [ids[3]] * 3 and ids[0] != ids[3]  # groups, consecutive
+        raw = task.reward([p + c for p, c in zip(prompts, completions)]).double().view(2, 3)
+        assert out == pytest.approx((3 * max_at_k_rewards(raw, 2)).view(-1).tolist())
+        assert abs(sum(out[:3])) < 1e-9 and abs(sum(out[3:])) < 1e-9
