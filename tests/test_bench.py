@@ -37,3 +37,16 @@ def test_sweep_on_device_tiny_reproduces_the_sweeps_run(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "sweep_on_device.py"), "--device", "cpu",
                           "--preset", "tiny", "--runs", "ppo:2:0"], capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "--runs" in bad.stderr
+
+
+def test_soft_bon_cost_prints_times_ratios_and_an_accurate_law():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "soft_bon_cost.py"), "--max-exponent", "2"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line.split() for line in out.stdout.splitlines() if re.match(r"\s*100\s+\d+\s", line)]
+    assert [int(row[1]) for row in rows] == [4, 100, 10_000, 1_000_000]
+    assert all(float(row[-1]) < 1e-9 and float(row[-2]) > 0 for row in rows)  # |sum - 1| and the time ratio
+    assert [line.split()[0] for line in out.stdout.splitlines()[-4:]] == ["1", "0.1", "0.01", "0.001"]
+    bad = subprocess.run([sys.executable, str(ROOT / "bench" / "soft_bon_cost.py"), "--max-exponent", "9"],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "--max-exponent" in bad.stderr
