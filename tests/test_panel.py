@@ -109,6 +109,21 @@ def test_bon_sft_with_beta_untied_trains_without_a_beta(setup):
     assert trainer.config.method == "bon-sft" and trainer.config.beta is None and "done" in p.status.value
 
 
+def test_bon_aware_gets_the_samples_per_prompt_it_needs(setup):
+    """bon-aware needs k >= N + 1 policy samples per prompt: the panel raises the preset's k to it, and the
+    method, which must be given a beta, is given the slider's."""
+    task, cdf, test_cdf, preset = setup
+    results = {}
+    p = panel.control_panel(task, cdf, preset, results)
+    p.method.value, p.n.value, p.steps.value = "bon-aware", 6, 1
+    assert p.settings()["beta"] == pytest.approx(p.beta.value)
+    p.train.click()
+    wait_for(lambda: not p.running)
+    assert "done" in p.status.value, p.status.value
+    (trainer,) = results.values()
+    assert trainer.config.k == max(preset["k"], 7) and trainer.config.n == 6
+
+
 def test_a_failed_run_is_reported_and_unlocks_the_panel(setup, monkeypatch):
     task, cdf, test_cdf, preset = setup
     p = panel.control_panel(task, cdf, preset, {})
