@@ -9,24 +9,16 @@ in log t, so time grows like 1 / temperature. Run on one core:
     OMP_NUM_THREADS=1 python bench/soft_bon_cost.py
 """
 import argparse
-import math
 
 import torch
 
 from minivbon.bon import bon_probs, soft_bon_probs
-from minivbon.soft_bon import STEP, TAIL
+from minivbon.soft_bon import integral_grid
 
 try:
     from exact_scaling import best_times
 except ImportError:  # imported as bench.soft_bon_cost
     from bench.exact_scaling import best_times
-
-
-def grid_points(rewards: torch.Tensor, n: int, temperature: float) -> int:
-    """The trapezoid grid's size for one prompt, as soft_bon_probs builds it."""
-    low_w = -(rewards.max() - rewards.min()).item() / temperature
-    hi = -low_w + math.log(TAIL + math.log(n + 1) - low_w)
-    return int(math.ceil((hi + math.log(n) + TAIL) / STEP)) + 1
 
 
 def main(argv=None):
@@ -55,7 +47,8 @@ def main(argv=None):
     print("temperature   grid points   time")
     for t in (1.0, 0.1, 0.01, 0.001):
         (seconds,) = best_times([lambda: soft_bon_probs(p, r, 16, t)])
-        print(f"{t:11g}   {grid_points(r, 16, t):11d}   {seconds * 1e3:.1f} ms")
+        points = len(integral_grid(-(r.max() - r.min()).item() / t, 16))  # the grid soft_bon_probs builds
+        print(f"{t:11g}   {points:11d}   {seconds * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":

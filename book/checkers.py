@@ -236,10 +236,6 @@ def _soft_bon_problems(draw):
     return p, r, draw(st.integers(1, 4)), draw(st.sampled_from([0.2, 0.5, 1.0, 2.0, 5.0]))
 
 
-def _bon_expected_reward(q, rewards, n):
-    return bon_expected_utility(q, rewards, n)
-
-
 def _max_at_k_rewards(rewards, k):
     return max_at_k_rewards(rewards[None], k)[0]
 
@@ -357,7 +353,7 @@ EXERCISES: dict[str, Exercise] = {
     "soft_bon_law": Exercise("f(probs (K,), rewards (K,), n, temperature) -> (K,) law of soft Best-of-n",
                              mv.bon.soft_bon_probs, _soft_bon_problems(),
                              cases=[(_t(0.2, 0.3, 0.5), _t(0.0, 1.0, 1.0), 3, 0.5), (_t(0.5, 0.5), _t(0.0, 50.0), 4, 0.2)]),
-    "bon_expected_reward": Exercise("f(q (K,), rewards (K,), n) -> E over Best-of-n of q of r", _bon_expected_reward,
+    "bon_expected_reward": Exercise("f(q (K,), rewards (K,), n) -> E over Best-of-n of q of r", bon_expected_utility,
                                     _with_policy().map(lambda c: (c[0], c[2], c[3])),
                                     cases=[(_t(1e-3, 0.5, 0.499), _t(0.0, 1.0, 1.0), 10000)]),
     "max_at_k_rewards": Exercise("f(rewards (n,), k) -> (n,) PKPO rewards minus the leave-one-out baseline",

@@ -317,7 +317,7 @@ class ControlPanel(Interactive):
                 self.image.value = plot.png()
                 self.image.layout.display = None  # shown from the first picture on
                 p, row = self.preset, METHODS[run["method"]]
-                k = p["k"] if row.min_k_of_n is None else max(p["k"], row.min_k_of_n(run["n"]))  # bon-aware: n + 1
+                k = max(p["k"], row.least_k(run["n"]))  # bon-aware needs n + 1
                 config = mv.TrainConfig(method=run["method"], n=run["n"], beta=run["beta"], k=k,
                                         prompts_per_step=p["prompts_per_step"], steps=run["steps"], lr=p["lr"],
                                         seed=p["seed"], ties="aware")

@@ -127,6 +127,21 @@ def reference_draws(probs: Tensor, n: int, num_samples: int, generator: torch.Ge
         yield torch.searchsorted(cum, u, right=True).clamp_max(probs.shape[-1] - 1).view(-1, s, n)
 
 
+def selection_runs(p: Tensor, r: Tensor, n: int, num_samples: int, pick, generator: torch.Generator | None,
+                   chunk: int) -> Tensor:
+    """``num_samples`` runs of a selection rule over n reference draws: LongTensor (..., num_samples).
+
+    ``p`` and ``r`` (..., K) are checked probabilities and rewards; ``pick(rewards of the draws (P, s, n))``
+    returns the index (P, s) of the draw each run keeps. Best-of-n and soft Best-of-n differ only in ``pick``.
+    """
+    p2, r2 = p.reshape(-1, p.shape[-1]), r.reshape(-1, p.shape[-1])  # (P, K)
+    out = []
+    for draws in reference_draws(p2, n, num_samples, generator, chunk):  # (P, s, n)
+        kept = pick(r2.gather(-1, draws.flatten(1)).view(draws.shape))
+        out.append(draws.gather(-1, kept.unsqueeze(-1)).squeeze(-1))  # (P, s)
+    return torch.cat(out, -1).view(*p.shape[:-1], num_samples)
+
+
 def bon_sample(probs, rewards, n: int, num_samples: int, generator: torch.Generator | None = None,
                chunk: int = 1 << 22) -> Tensor:
     """Run the Best-of-n algorithm ``num_samples`` times: LongTensor (..., num_samples).
@@ -137,16 +152,12 @@ def bon_sample(probs, rewards, n: int, num_samples: int, generator: torch.Genera
     n = check_int(n, "n", maximum=chunk, why=" (one run of Best-of-n holds its n draws in memory at once)")
     num_samples = check_int(num_samples, "num_samples")
     p = check_probs(probs)
-    r = check_rewards(rewards, p)
-    batch = p.shape[:-1]
-    p2, r2 = p.reshape(-1, p.shape[-1]), r.reshape(-1, p.shape[-1])  # (P, K)
-    out = []
-    for draws in reference_draws(p2, n, num_samples, generator, chunk):  # (P, s, n)
-        dr = r2.gather(-1, draws.flatten(1)).view(draws.shape)  # rewards of the draws
-        is_max = dr == dr.amax(-1, keepdim=True)
-        keys = torch.rand(dr.shape, generator=generator).masked_fill(~is_max, -1.0)  # random tie-break
-        out.append(draws.gather(-1, keys.argmax(-1, keepdim=True)).squeeze(-1))  # (P, s)
-    return torch.cat(out, -1).view(*batch, num_samples)
+
+    def uniform_among_the_best(dr: Tensor) -> Tensor:
+        keys = torch.rand(dr.shape, generator=generator).masked_fill(dr != dr.amax(-1, keepdim=True), -1.0)
+        return keys.argmax(-1)  # a random key per draw; the non-maximal draws cannot win
+
+    return selection_runs(p, check_rewards(rewards, p), n, num_samples, uniform_among_the_best, generator, chunk)
 
 
 def kl_divergence(p, q) -> Tensor:

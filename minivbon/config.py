@@ -51,8 +51,8 @@ class TrainConfig:
         # integer fields: a whole float (4.0) is converted to int, anything else is a TypeError
         self.n = check_int(self.n, "n", minimum=row.min_n)
         self.k = check_int(self.k, "k", minimum=row.min_k)
-        if row.min_k_of_n is not None and self.k < row.min_k_of_n(self.n):
-            raise ValueError(f"k must be >= {row.min_k_of_n(self.n)} for method {self.method!r} at n = {self.n} "
+        if self.k < row.least_k(self.n):
+            raise ValueError(f"k must be >= {row.least_k(self.n)} for method {self.method!r} at n = {self.n} "
                              f"(samples per prompt grow with n), got {self.k}")
         for name in ("prompts_per_step", "steps", "eval_every"):
             setattr(self, name, check_int(getattr(self, name), name, minimum=1))

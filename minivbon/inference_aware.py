@@ -39,8 +39,12 @@ def bon_expected_utility(q: Tensor, utility: Tensor, n: int) -> Tensor:
 
 def bon_aware_objective(q: Tensor, probs: Tensor, utility: Tensor, n: int, beta: float) -> Tensor:
     """J(q) = E_{BoN_n(q)}[u] - beta KL(q || pi), shape (...); differentiable in q."""
-    kl = (torch.xlogy(q, q) - torch.xlogy(q, probs)).sum(-1)
-    return bon_expected_utility(q, utility, n) - beta * kl
+    return bon_expected_utility(q, utility, n) - beta * _kl(q, probs)
+
+
+def _kl(q: Tensor, p: Tensor) -> Tensor:
+    """KL(q || p) over the last dimension, unchecked and differentiable (0 log 0 = 0): (...)."""
+    return (torch.xlogy(q, q) - torch.xlogy(q, p)).sum(-1)
 
 
 def bon_aware_optimum(probs, utility, n: int, beta: float, tol: float = 1e-16, max_iter: int = 100_000) -> Tensor:
@@ -49,12 +53,13 @@ def bon_aware_optimum(probs, utility, n: int, beta: float, tol: float = 1e-16, m
     Each step moves log q a fraction eta of the way to log T(q), T(q) = softmax(log pi + g(q)/beta) and
     g = dE_{BoN_n(q)}[u]/dq (a mirror-ascent step); eta halves whenever a step would not make progress. It
     stops when the Jeffreys divergence KL(q || T(q)) + KL(T(q) || q) < tol (q = T(q) is the stationarity
-    condition of the concave J) and raises a RuntimeError if it has not after ``max_iter`` steps. n = 1 is the KL-RL optimum.
+    condition of the concave J) and raises a RuntimeError if it has not after ``max_iter`` steps. n = 1 is the
+    KL-RL optimum.
     """
     n = check_int(n, "n")
     beta = check_positive(beta, "beta")
     p = check_probs(probs)
-    u = check_rewards(utility, p, "utility").expand_as(p)
+    u = check_rewards(utility, p, "utility")
     if n == 1:
         return kl_rl_policy(p, u, beta)
     support = p > 0
@@ -62,9 +67,10 @@ def bon_aware_optimum(probs, utility, n: int, beta: float, tol: float = 1e-16, m
 
     def target(log_q: Tensor) -> tuple[Tensor, Tensor]:
         q = log_q.exp().requires_grad_(True)
-        value = bon_aware_objective(q, p, u, n, beta)
-        (g,) = torch.autograd.grad(bon_expected_utility(q, u, n).sum(), q)
-        return torch.log_softmax(log_p + g / beta, -1), value.detach()
+        earned = bon_expected_utility(q, u, n)  # (...)
+        (g,) = torch.autograd.grad(earned.sum(), q)
+        q = q.detach()
+        return torch.log_softmax(log_p + g / beta, -1), earned.detach() - beta * _kl(q, p)  # T(q), J(q)
 
     def residual(log_q: Tensor, log_t: Tensor) -> float:
         gap = torch.where(support, log_t - log_q, 0.0)
@@ -103,18 +109,24 @@ TRANSFORMS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+def transform_of(transform: str | Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """The function Phi a transform names (a key of :data:`TRANSFORMS`), or the function itself."""
+    if isinstance(transform, str):
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {tuple(TRANSFORMS)} or a function, got {transform!r}")
+        return TRANSFORMS[transform]
+    if not callable(transform):
+        raise TypeError(f"transform must be a name or a function of F_mid, got {type(transform).__name__}")
+    return transform
+
+
 def calibrated_reward(probs, rewards, transform: str | Callable[[Tensor], Tensor]) -> Tensor:
     """Phi(F_mid(y)), F_mid = (F_lt + F_le)/2 the reference mid-rank of r(y): (..., K).
 
     ``transform`` is a name in :data:`TRANSFORMS` or a function of F_mid (a tensor in (0, 1])."""
-    if isinstance(transform, str):
-        if transform not in TRANSFORMS:
-            raise ValueError(f"transform must be one of {tuple(TRANSFORMS)} or a function, got {transform!r}")
-        transform = TRANSFORMS[transform]
-    elif not callable(transform):
-        raise TypeError(f"transform must be a name or a function of F_mid, got {type(transform).__name__}")
+    phi = transform_of(transform)
     f_lt, f_le = reward_cdf(probs, rewards)
-    return transform((f_lt + f_le) / 2)
+    return phi((f_lt + f_le) / 2)
 
 
 def calibrated_policy(probs, rewards, transform, beta: float) -> Tensor:

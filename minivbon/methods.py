@@ -56,6 +56,10 @@ class Method:
     anchored: bool = False  # keeps a frozen anchor (``run.anchor``), updated by ``after_update``
     after_update: Callable | None = None  # after_update(run), after each optimiser step (before run.step += 1)
 
+    def least_k(self, n: int) -> int:
+        """The fewest samples per prompt the method accepts at this n."""
+        return self.min_k if self.min_k_of_n is None else max(self.min_k, self.min_k_of_n(n))
+
 
 def sample_k(run, prompts: list):
     """k policy samples of each prompt, grouped by prompt: (prompts * k) rows."""

@@ -36,6 +36,11 @@ def _coefficients(n: int, k: int, offset: int) -> Tensor:
     return torch.where(ok, log_c.exp(), 0.0)
 
 
+def _suffix_sums(x: Tensor) -> Tensor:
+    """For each position i of the last dimension, the sum of x over positions i, i+1, ...: (..., n)."""
+    return x.flip(-1).cumsum(-1).flip(-1)
+
+
 def _check(rewards, k: int, extra: int = 0) -> tuple[Tensor, int]:
     r = check_not_nan(as_float(rewards, "rewards"), "rewards", finite=True)
     if r.dim() != 2:
@@ -63,27 +68,19 @@ def max_at_k_rewards(rewards, k: int, baseline: bool = True) -> Tensor:
     n = r.shape[1]
     r_s, order = r.sort(-1)  # (G, n) ascending
     s = _coefficients(n, k, 0) * r_s  # C(i-1, k-1) r_(i) / C(n, k): i is the largest of S
-    if k >= 2:
-        s = s + _above(r_s, n, k)  # the largest of S is some m above i
+    if k >= 2:  # the largest of S is some rank m above i: C(m-2, k-2) r_(m) / C(n, k) summed over m > i
+        terms = _coefficients(n, k, 1) * r_s  # (G, n), at rank m
+        s = s + _suffix_sums(terms) - terms
     if baseline:
         s = s - k / n * _leave_one_out(r_s, k)
     return torch.empty_like(s).scatter_(-1, order, s)
-
-
-def _above(r_s: Tensor, n: int, k: int) -> Tensor:
-    """sum_{m > i} C(m-2, k-2) r_(m) / C(n, k) for each rank i: (G, n)."""
-    m = torch.arange(1, n + 1, dtype=torch.float64)  # rank m
-    coef = torch.where(m - 2 >= k - 2, (_log_binom((m - 2).clamp_min(k - 2), k - 2)
-                                         - _log_binom(torch.tensor(float(n), dtype=torch.float64), k)).exp(), 0.0)
-    terms = coef * r_s  # (G, n) at rank m
-    return terms.flip(-1).cumsum(-1).flip(-1) - terms  # strictly above
 
 
 def _leave_one_out(r_s: Tensor, k: int) -> Tensor:
     """U_{-i}, the max@k estimate of the n-1 samples other than rank i: (G, n), from sorted rows r_s."""
     n = r_s.shape[1]
     c = _coefficients(n - 1, k, 0)  # weights of ranks 1..n-1 among n-1 samples
-    below = torch.cat([torch.zeros_like(r_s[:, :1]), (c * r_s[:, :-1]).cumsum(-1)], -1)  # ranks j < i keep rank j
-    above_terms = c * r_s[:, 1:]  # rank j > i becomes rank j - 1 among the others
-    above = torch.cat([above_terms.flip(-1).cumsum(-1).flip(-1), torch.zeros_like(r_s[:, :1])], -1)
+    zero = torch.zeros_like(r_s[:, :1])
+    below = torch.cat([zero, (c * r_s[:, :-1]).cumsum(-1)], -1)  # ranks j < i keep rank j
+    above = _suffix_sums(torch.cat([c * r_s[:, 1:], zero], -1))  # rank j > i becomes rank j - 1 among the others
     return below + above

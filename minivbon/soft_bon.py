@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from .bon import reference_draws
+from .bon import selection_runs
 from .checks import check_int, check_positive, check_probs, check_rewards
 
 STEP = 0.125  # trapezoid step in s = log t; the error falls like exp(-pi^2 / STEP) (about 1e-34 here)
@@ -29,22 +29,29 @@ TAIL = 40.0  # each truncated tail is below e^-40 of the integral
 MAX_GRID = 1_000_000  # grid points per prompt: (max r - min r) / temperature up to about 1.2e5
 
 
+def integral_grid(low_log_w: float, n: int) -> Tensor:
+    """The trapezoid grid in s = log t: (G,) points STEP apart on [-log n - TAIL, log(X) - low_log_w],
+    X = TAIL + log(n + 1) - low_log_w, outside which the integrand is negligible (``low_log_w`` <= 0 is the
+    smallest log weight, -(max r - min r)/temperature). A ValueError when it would exceed MAX_GRID points."""
+    lo = -math.log(n) - TAIL
+    hi = -low_log_w + math.log(TAIL + math.log(n + 1) - low_log_w)
+    points = int(math.ceil((hi - lo) / STEP)) + 1
+    if points > MAX_GRID:
+        raise ValueError(f"temperature is too small for these rewards: (max r - min r) / temperature = "
+                         f"{-low_log_w:.3g} needs {points} grid points (at most {MAX_GRID}); use a larger "
+                         "temperature, or bon_probs for the temperature -> 0 limit")
+    return lo + STEP * torch.arange(points, dtype=torch.float64)
+
+
 def log_soft_bon_integral(log_w: Tensor, log_mass: Tensor, n: int, chunk: int = 1 << 22) -> Tensor:
     """log E[1/(a + S)] for each a = exp(log_w[c]): (C,), S the sum of n-1 draws of the weight law.
 
     ``log_w`` (C,) are the log weights of the distinct values (all <= 0, the largest 0) and ``log_mass``
-    (C,) their log probabilities under pi. Trapezoid rule in s on [-log n - TAIL, log(X) - min log_w],
-    X = TAIL + log(n + 1) - min log_w, where the integrand e^{s - a e^s} M(e^s)^{n-1} is negligible outside.
+    (C,) their log probabilities under pi. Trapezoid rule in s on :func:`integral_grid`, outside which the
+    integrand e^{s - a e^s} M(e^s)^{n-1} is negligible.
     """
-    lo = -math.log(n) - TAIL
-    low_w = log_w.min().item()
-    hi = -low_w + math.log(TAIL + math.log(n + 1) - low_w)
-    points = int(math.ceil((hi - lo) / STEP)) + 1
-    if points > MAX_GRID:
-        raise ValueError(f"temperature is too small for these rewards: (max r - min r) / temperature = {-low_w:.3g} "
-                         f"needs {points} grid points (at most {MAX_GRID}); use a larger temperature, or bon_probs "
-                         "for the temperature -> 0 limit")
-    s = lo + STEP * torch.arange(points, dtype=torch.float64)  # (G,)
+    s = integral_grid(log_w.min().item(), n)  # (G,)
+    points = len(s)
     rows = max(1, chunk // len(log_w))
     log_m = torch.cat([torch.logsumexp(log_mass - (g[:, None] + log_w).exp(), -1)  # (G,) log M(e^s)
                        for g in s.split(rows)])
@@ -63,7 +70,7 @@ def soft_bon_probs(probs, rewards, n: int, temperature: float) -> Tensor:
     n = check_int(n, "n", maximum=10**6)
     temperature = check_positive(temperature, "temperature")
     p = check_probs(probs)
-    r = check_rewards(rewards, p).expand_as(p)
+    r = check_rewards(rewards, p)
     if n == 1:
         return p.clone()
     out = torch.zeros_like(p)
@@ -90,12 +97,9 @@ def soft_bon_sample(probs, rewards, n: int, temperature: float, num_samples: int
     num_samples = check_int(num_samples, "num_samples")
     temperature = check_positive(temperature, "temperature")
     p = check_probs(probs)
-    r = check_rewards(rewards, p).expand_as(p)
-    batch, k = p.shape[:-1], p.shape[-1]
-    r2 = r.reshape(-1, k)  # (P, K)
-    out = []
-    for draws in reference_draws(p.reshape(-1, k), n, num_samples, generator, chunk):  # (P, s, n) each
-        gumbel = -torch.empty(draws.shape, dtype=torch.float64).exponential_(generator=generator).log()
-        score = r2.gather(-1, draws.flatten(1)).view(draws.shape) / temperature + gumbel
-        out.append(draws.gather(-1, score.argmax(-1, keepdim=True)).squeeze(-1))  # (P, s)
-    return torch.cat(out, -1).view(*batch, num_samples)
+
+    def gumbel_max(dr: Tensor) -> Tensor:
+        gumbel = -torch.empty(dr.shape, dtype=torch.float64).exponential_(generator=generator).log()
+        return (dr / temperature + gumbel).argmax(-1)
+
+    return selection_runs(p, check_rewards(rewards, p), n, num_samples, gumbel_max, generator, chunk)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .checks import check_int, check_reward_batch
-from .inference_aware import TRANSFORMS, calibrated_reward
+from .inference_aware import transform_of
 from .objectives import EmpiricalCDF
 from .pass_at_k import max_at_k_rewards
 
@@ -35,39 +35,47 @@ def completion_batch(prompts, completions, columns: dict, key: str, who: str) ->
     return list(ids)
 
 
-def check_reward_fn(reward) -> None:
-    if not callable(reward):
-        raise TypeError(f"reward must map a list of texts to rewards, got {type(reward).__name__}")
+class TextReward:
+    """What every TRL reward function here shares: ``reward`` maps texts to rewards (B,), ``key`` names the
+    dataset column with each prompt's id (the prompt text is no safe key: TRL re-tokenises it). TRL calls a
+    reward function as ``f(prompts=[...], completions=[...], completion_ids=[...], **columns)``: one entry per
+    completion, and every other dataset column as a list of the same length."""
+
+    def __init__(self, reward: Callable[[list[str]], Tensor], key: str = "prompt_id"):
+        if not callable(reward):
+            raise TypeError(f"reward must map a list of texts to rewards, got {type(reward).__name__}")
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"key must name a dataset column (a non-empty str), got {key!r}")
+        self.reward, self.key = reward, key
+
+    def scored(self, prompts, completions, columns: dict) -> tuple[list, Tensor]:
+        """The checked call's prompt ids and the raw rewards of prompt + completion, float64 (B,)."""
+        ids = completion_batch(prompts, completions, columns, self.key, type(self).__name__)
+        return ids, reward_tensor(self.reward([p + c for p, c in zip(prompts, completions)]), len(prompts))
 
 
-class CalibratedReward:
+class CalibratedReward(TextReward):
     """TRL reward function: Phi(F_mid(r(prompt + completion))) per completion, F_mid looked up per prompt.
 
     The calibrated rewards of InfAlign (:mod:`minivbon.inference_aware`): ``transform`` is a name in
-    ``TRANSFORMS`` ("log" is vBoN-L's reward) or a function of F_mid. TRL calls it as
-    ``f(prompts=[...], completions=[...], completion_ids=[...], **columns)``: one entry per completion, and
-    every other dataset column as a list of the same length. ``key`` names the column that holds each prompt's
-    id in ``cdf`` (the prompt text is no safe key: TRL re-tokenises it). ``reward`` maps texts to rewards (B,);
-    F_mid counts reference rewards tied with r(y) as half.
+    ``TRANSFORMS`` ("log" is vBoN-L's reward) or a function of F_mid; F_mid counts reference rewards tied
+    with r(y) as half.
     """
 
     def __init__(self, cdf: EmpiricalCDF, reward: Callable[[list[str]], Tensor], transform="identity",
                  key: str = "prompt_id"):
         if not isinstance(cdf, EmpiricalCDF):
             raise TypeError(f"cdf must be an EmpiricalCDF, got {type(cdf).__name__}")
-        check_reward_fn(reward)
-        if not isinstance(key, str) or not key:
-            raise TypeError(f"key must name a dataset column (a non-empty str), got {key!r}")
-        calibrated_reward(torch.ones(1), torch.zeros(1), transform)  # refuses an unknown transform now, not in training
-        self.cdf, self.reward, self.key, self.transform = cdf, reward, key, transform
+        super().__init__(reward, key)
+        self.cdf, self.phi = cdf, transform_of(transform)  # an unknown transform is refused now, not in training
         self.__name__ = "calibrated"  # TRL logs each reward function under its __name__
 
     def __call__(self, prompts: list, completions: list, **columns) -> list[float]:
-        ids = completion_batch(prompts, completions, columns, self.key, type(self).__name__)
-        raw = reward_tensor(self.reward([p + c for p, c in zip(prompts, completions)]), len(prompts))
-        f_mid = self.cdf.log_cdf(ids, raw, ties="mid").exp()
-        transform = TRANSFORMS[self.transform] if isinstance(self.transform, str) else self.transform
-        return transform(f_mid).tolist()
+        ids, raw = self.scored(prompts, completions, columns)
+        return self.calibrated(ids, raw).tolist()
+
+    def calibrated(self, ids: list, raw: Tensor) -> Tensor:
+        return self.phi(self.cdf.log_cdf(ids, raw, ties="mid").exp())
 
 
 class VBoNLReward(CalibratedReward):
@@ -78,36 +86,32 @@ class VBoNLReward(CalibratedReward):
         super().__init__(cdf, reward, "log", key)
         self.__name__ = "vbon_l"
 
-    def __call__(self, prompts: list, completions: list, **columns) -> list[float]:
-        ids = completion_batch(prompts, completions, columns, self.key, "VBoNLReward")
-        raw = reward_tensor(self.reward([p + c for p, c in zip(prompts, completions)]), len(prompts))
-        return self.cdf.log_cdf(ids, raw, ties="mid").tolist()  # log F_mid directly: no exp-then-log rounding
+    def calibrated(self, ids: list, raw: Tensor) -> Tensor:
+        return self.cdf.log_cdf(ids, raw, ties="mid")  # log F_mid directly: no exp-then-log rounding
 
 
-class MaxAtKReward:
+class MaxAtKReward(TextReward):
     """TRL reward function for Best-of-k at inference: PKPO's per-sample max@k rewards (pass@k for 0/1 rewards).
 
     TRL's trainers put the ``num_generations`` completions of one prompt consecutively in a batch; each such
     group of ``group`` completions gets n * (s_i - b_i) from :func:`minivbon.pass_at_k.max_at_k_rewards`, whose
     mean of rewards times grad log q estimates grad E[max of k rewards] without bias. They sum to 0 per group,
-    so ``RLOOTrainer``'s leave-one-out baseline only scales them by n/(n-1). ``key`` names the prompt-id column
-    that must be constant within each group.
+    so ``RLOOTrainer``'s leave-one-out baseline only scales them by n/(n-1). The prompt-id column ``key`` must
+    be constant within each group.
     """
 
     def __init__(self, reward: Callable[[list[str]], Tensor], k: int, group: int, key: str = "prompt_id"):
-        check_reward_fn(reward)
+        super().__init__(reward, key)
         self.k = check_int(k, "k")
         self.group = check_int(group, "group", minimum=self.k + 1)
-        self.reward, self.key = reward, key
         self.__name__ = f"max_at_{self.k}"
 
     def __call__(self, prompts: list, completions: list, **columns) -> list[float]:
-        ids = completion_batch(prompts, completions, columns, self.key, "MaxAtKReward")
+        ids, raw = self.scored(prompts, completions, columns)
         if len(ids) % self.group or any(len(set(map(str, ids[i:i + self.group]))) > 1
                                         for i in range(0, len(ids), self.group)):
             raise ValueError(f"MaxAtKReward needs each prompt's {self.group} completions consecutively (group = "
                              f"num_generations); got {len(ids)} completions with {self.key} {ids[:2 * self.group]}")
-        raw = reward_tensor(self.reward([p + c for p, c in zip(prompts, completions)]), len(prompts))
         return (self.group * max_at_k_rewards(raw.view(-1, self.group), self.k)).view(-1).tolist()
 
 
